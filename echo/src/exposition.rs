@@ -1,0 +1,224 @@
+//! Reading what `/metrics` serves: a plain HTTP/1.1 GET and a parser for the Prometheus
+//! text format, enough for tests and the demo to check exact values.
+
+use std::{collections::BTreeMap, io, net::SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One sample line: `name{labels} value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The series name, e.g. `grpc_server_handling_seconds_bucket`.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// An HTTP response: status code, headers (lower-cased names) and body.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names, lower-cased, with their values.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `METHOD path` to `addr` over HTTP/1.1 with `Connection: close`, reads to EOF.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> io::Result<HttpResponse> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| io::Error::other("no end of headers"))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| io::Error::other("no status line"))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect::<Vec<_>>();
+    let body = if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")) {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(HttpResponse { status, headers, body })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// GETs `/metrics` from `addr` and returns the body, failing on a non-200 answer.
+pub async fn scrape(addr: SocketAddr) -> io::Result<String> {
+    let response = http_request(addr, "GET", "/metrics").await?;
+    if response.status != 200 {
+        return Err(io::Error::other(format!("GET /metrics answered {}", response.status)));
+    }
+    Ok(response.body)
+}
+
+/// Parses every sample line of a text exposition (comments and blank lines skipped).
+///
+/// # Errors
+/// The first line that is not `name{labels} value` or `name value`.
+pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| parse_line(line).ok_or_else(|| format!("not a sample line: {line:?}")))
+        .collect()
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let (name, rest) = match line.find(['{', ' ']) {
+        Some(i) => line.split_at(i),
+        None => return None,
+    };
+    let mut labels = BTreeMap::new();
+    let mut rest = rest;
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        loop {
+            inner = inner.trim_start_matches([',', ' ']);
+            if let Some(after) = inner.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (key, after) = inner.split_once("=\"")?;
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                let (i, c) = chars.next()?;
+                match c {
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    '"' => break i,
+                    other => value.push(other),
+                }
+            };
+            labels.insert(key.trim().to_string(), value);
+            inner = &after[end + 1..];
+        }
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        other => other.parse().ok()?,
+    };
+    Some(Sample { name: name.to_string(), labels, value })
+}
+
+/// The sum of the samples named `name` whose labels include every pair of `selector`.
+pub fn sum(samples: &[Sample], name: &str, selector: &[(&str, &str)]) -> f64 {
+    select(samples, name, selector).map(|s| s.value).sum()
+}
+
+/// The samples named `name` whose labels include every pair of `selector`.
+pub fn select<'a>(
+    samples: &'a [Sample],
+    name: &'a str,
+    selector: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = &'a Sample> + 'a {
+    samples.iter().filter(move |s| {
+        s.name == name && selector.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(v))
+    })
+}
+
+/// Estimates the `q` quantile from cumulative `(le, count)` buckets the way PromQL's
+/// `histogram_quantile` does: linear interpolation inside the bucket the rank falls in;
+/// the highest finite bound if it falls in `+Inf`. `None` without observations.
+pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let mut buckets = buckets.to_vec();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in &buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let in_bucket = count - lower.1;
+            let fraction = if in_bucket > 0.0 { (rank - lower.1) / in_bucket } else { 1.0 };
+            return Some(lower.0 + (le - lower.0) * fraction);
+        }
+        lower = (le, count);
+    }
+    Some(lower.0)
+}
+
+/// The cumulative buckets of one histogram series (`{name}_bucket` samples matching
+/// `selector`), summed over any other labels.
+pub fn buckets(samples: &[Sample], name: &str, selector: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let bucket_name = format!("{name}_bucket");
+    let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for sample in select(samples, &bucket_name, selector) {
+        let Some(le) = sample.labels.get("le") else { continue };
+        let le: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) };
+        if le.is_nan() {
+            continue;
+        }
+        let entry = by_le.entry(le.to_bits()).or_insert((le, 0.0));
+        entry.1 += sample.value;
+    }
+    let mut out: Vec<_> = by_le.into_values().collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_labels_and_values() {
+        let text = "# HELP x y\nx_total{a=\"1\",b=\"q\\\"uote\"} 3\nplain 4.5\nh_bucket{le=\"+Inf\"} 2\n";
+        let samples = parse(text).unwrap();
+        assert_eq!(samples.len(), 3);
+        assert_eq!(samples[0].labels["b"], "q\"uote");
+        assert_eq!(samples[1].value, 4.5);
+        assert_eq!(samples[2].labels["le"], "+Inf");
+    }
+
+    #[test]
+    fn quantiles_interpolate_like_promql() {
+        let buckets = [(0.1, 50.0), (0.5, 90.0), (1.0, 100.0), (f64::INFINITY, 100.0)];
+        assert!((histogram_quantile(0.5, &buckets).unwrap() - 0.1).abs() < 1e-9);
+        assert!((histogram_quantile(0.7, &buckets).unwrap() - 0.3).abs() < 1e-9);
+        assert!((histogram_quantile(0.95, &buckets).unwrap() - 0.75).abs() < 1e-9);
+        let overflow = [(0.1, 0.0), (f64::INFINITY, 10.0)];
+        assert_eq!(histogram_quantile(0.5, &overflow), Some(0.1));
+        assert_eq!(histogram_quantile(0.5, &[(f64::INFINITY, 0.0)]), None);
+    }
+}

@@ -1,0 +1,252 @@
+//! A tonic server with go-grpc-prometheus metrics: the echo service, gRPC health and
+//! server reflection behind `ServerMetricsLayer`, and Prometheus' `/metrics` on the next
+//! port.
+//!
+//! ```text
+//! cargo run --release --example server -- [--host H] [--port P] [--metrics-port M] [--no-metrics]
+//! ```
+//!
+//! | flag               | default     | meaning                                                         |
+//! |--------------------|-------------|-----------------------------------------------------------------|
+//! | `--host H`         | `127.0.0.1` | IP address both listeners bind (`0.0.0.0` or `::` for all)      |
+//! | `--port P`         | `50051`     | gRPC port (`0`: an ephemeral port, printed at startup)          |
+//! | `--metrics-port M` | `P + 1`     | `/metrics` port                                                 |
+//! | `--no-metrics`     | off         | the same server without the metrics layer nor the `/metrics` listener: a baseline for load tests |
+//!
+//! Once both listeners are up, the server prints one line to stdout, such as
+//!
+//! ```text
+//! gRPC listening on 127.0.0.1:50051; metrics on http://127.0.0.1:50052/metrics
+//! ```
+//!
+//! (`metrics disabled` with `--no-metrics`, `metrics unavailable: <error>` when the
+//! metrics port cannot be bound: gRPC is served all the same). Logs go to stderr;
+//! `RUST_LOG` filters them (default `info`). It runs until Ctrl-C or SIGTERM, then shuts
+//! both listeners down gracefully (a second signal exits at once).
+//!
+//! Services:
+//! - `grpc.examples.echo.Echo`, whose behaviour the request message chooses:
+//!   - plain text: echoed (`ServerStreamingEcho` sends it back 5 times;
+//!     `ClientStreamingEcho` answers with the messages joined by `,`);
+//!   - `sleep:<ms>`: waits that long before answering (before each response of a stream);
+//!   - `fail:<Code>`: ends with that status, in Go's spelling (`NotFound`,
+//!     `DeadlineExceeded`, `Canceled`, ...) or as a number (`5`);
+//! - `grpc.health.v1.Health`: `SERVING` for `grpc.examples.echo.Echo` and for `""`;
+//! - `grpc.reflection.v1.ServerReflection` and `grpc.reflection.v1alpha.ServerReflection`,
+//!   so `grpcurl -plaintext 127.0.0.1:50051 list` works without proto files.
+//!
+//! Without any gRPC tool, the pre-initialised series are there from the start:
+//!
+//! ```text
+//! curl -s http://127.0.0.1:50052/metrics | grep grpc_server_started_total
+//! ```
+//!
+//! and with grpcurl, some traffic:
+//!
+//! ```text
+//! grpcurl -plaintext -d '{"message":"hi"}' 127.0.0.1:50051 grpc.examples.echo.Echo/UnaryEcho
+//! grpcurl -plaintext -d '{"message":"fail:NotFound"}' 127.0.0.1:50051 grpc.examples.echo.Echo/UnaryEcho
+//! ```
+
+use std::{
+    error::Error,
+    io::{IsTerminal as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::ExitCode,
+};
+
+use clap::Parser;
+use tonic::{
+    body::Body,
+    transport::{Server, server::TcpIncoming},
+};
+use tonic_health::ServingStatus;
+use tonic_metrics::{MethodRegistry, PrometheusExporter, ServerMetricsLayer};
+use tonic_metrics_echo::{EchoServer, EchoService};
+use tower::ServiceBuilder;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing_subscriber::EnvFilter;
+
+/// The echo service, gRPC health and reflection, with Prometheus metrics on the next port.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// IP address to bind (gRPC and metrics).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+
+    /// gRPC port (0: an ephemeral port).
+    #[arg(long, default_value_t = 50051)]
+    port: u16,
+
+    /// Port of the /metrics listener [default: the gRPC port + 1].
+    #[arg(long, conflicts_with = "no_metrics")]
+    metrics_port: Option<u16>,
+
+    /// Serve gRPC without the metrics layer nor the /metrics listener (a load-test baseline).
+    #[arg(long)]
+    no_metrics: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let grpc_addr = SocketAddr::new(args.host, args.port);
+    // Bind gRPC first, so that a busy gRPC port fails before anything else starts.
+    let incoming = TcpIncoming::bind(grpc_addr)
+        .map_err(|error| format!("cannot listen for gRPC on {grpc_addr}: {error}"))?
+        .with_nodelay(Some(true));
+    let grpc_local = incoming.local_addr()?;
+
+    // The exporter is installed before the server layers its services, so that the
+    // registered methods' zero-valued series land in its recorder. `install_or_warn()`
+    // does what the `match` below does in one call; it is spelled out here to report the
+    // error on stdout for scripts.
+    let (metrics_layer, metrics_server, metrics_status) = if args.no_metrics {
+        (None, None, "metrics disabled".to_owned())
+    } else {
+        let layer = metrics_layer()?;
+        let mut exporter = PrometheusExporter::for_grpc_addr(grpc_addr);
+        if let Some(port) = args.metrics_port {
+            exporter = exporter.with_port(port);
+        }
+        let (server, status) = match exporter.install() {
+            Ok(server) => {
+                let status = format!("metrics on http://{}/metrics", server.local_addr());
+                (Some(server), status)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "metrics exporter not started; serving gRPC without /metrics");
+                eprintln!("warning: metrics unavailable, serving gRPC without /metrics: {error}");
+                (None, format!("metrics unavailable: {error}"))
+            }
+        };
+        (Some(layer), server, status)
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<EchoServer<EchoService>>().await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    // One stack for both modes: without metrics, `option_layer(None)` is the identity.
+    // The metrics layer wraps the response body; boxing it back into tonic's `Body` gives
+    // both branches the same response type.
+    let middleware = ServiceBuilder::new()
+        // A `fail:<Code>` answer is the service working as asked, not a server fault: log
+        // failures at debug (RUST_LOG=tower_http=debug) rather than error on every one.
+        .layer(TraceLayer::new_for_grpc().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
+        .option_layer(metrics_layer.map(|layer| {
+            ServiceBuilder::new().map_response(|response: http::Response<_>| response.map(Body::new)).layer(layer)
+        }))
+        .into_inner();
+
+    let signals = Signals::listen()?;
+    println!("gRPC listening on {grpc_local}; {metrics_status}");
+    std::io::stdout().flush()?;
+    tracing::info!(%grpc_local, "serving grpc.examples.echo.Echo, grpc.health.v1.Health and server reflection");
+
+    let served = Server::builder()
+        .layer(middleware)
+        .add_service(EchoServer::new(EchoService))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, async move {
+            signals.shutdown().await;
+            tracing::info!("shutting down");
+            health.set_not_serving::<EchoServer<EchoService>>().await;
+            health.set_service_status("", ServingStatus::NotServing).await;
+        })
+        .await;
+
+    if let Some(server) = metrics_server {
+        server.shutdown().await;
+    }
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The registry of every method served here, and the layer recording them (into the
+/// global recorder that `install()` set).
+fn metrics_layer() -> Result<ServerMetricsLayer, tonic_metrics::Error> {
+    let registry = MethodRegistry::from_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET)?
+        .with_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)?
+        .with_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)?
+        .with_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)?;
+    Ok(ServerMetricsLayer::new().with_registry(registry))
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from creation on: a signal sent as soon as
+/// the ready line is printed is already a graceful shutdown.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    #[cfg(unix)]
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves on the first signal; a second one exits at once, in case a client keeps a
+    /// stream open through the graceful shutdown.
+    async fn shutdown(mut self) {
+        self.next().await;
+        tokio::spawn(async move {
+            self.next().await;
+            eprintln!("second signal: exiting without waiting for open streams");
+            std::process::exit(130);
+        });
+    }
+}

@@ -1,0 +1,150 @@
+//! Body wrappers: message counting from the framing, and the status from the trailers.
+
+use std::{
+    io::IoSlice,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Buf;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::{call::Call, code::GrpcCode, frame::FrameCounter, instruments::MethodInstruments};
+
+const GRPC_STATUS: &str = "grpc-status";
+
+/// The code in a `grpc-status` header or trailer, if present.
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
+    headers.get(GRPC_STATUS).map(|value| GrpcCode::from_header_value(value.as_bytes()))
+}
+
+fn count_frames<D: Buf>(frames: &mut FrameCounter, data: &D) -> u64 {
+    // tonic and hyper hand over contiguous `Bytes`, so this is one slice; a chained
+    // buffer is read through up to 16 slices on the stack, never copied.
+    let mut slices = [IoSlice::new(&[]); 16];
+    let filled = data.chunks_vectored(&mut slices);
+    slices[..filled].iter().map(|slice| frames.feed(slice)).sum()
+}
+
+pin_project! {
+    /// The request body, counting the messages it carries (received on a server, sent
+    /// by a client).
+    #[derive(Debug)]
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        frames: FrameCounter,
+        method: Option<Arc<MethodInstruments>>,
+    }
+}
+
+impl<B> RequestBody<B> {
+    pub(crate) fn new(inner: B, method: Option<Arc<MethodInstruments>>) -> Self {
+        Self { inner, frames: FrameCounter::new(), method }
+    }
+
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let (Some(Ok(frame)), Some(method)) = (&frame, this.method.as_ref())
+            && let Some(data) = frame.data_ref()
+        {
+            let count = count_frames(this.frames, data);
+            if count > 0 {
+                method.record_request_messages(count);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// The response body: counts the messages it carries (sent by a server, received by a
+    /// client) and finishes the RPC with the `grpc-status` of its trailers, at the end of
+    /// the stream, so latency covers the whole stream.
+    #[derive(Debug)]
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        frames: FrameCounter,
+        call: Option<Call>,
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn new(inner: B, call: Option<Call>) -> Self {
+        Self { inner, frames: FrameCounter::new(), call }
+    }
+
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+/// A body that records nothing, so that generated clients' `with_interceptor` (which
+/// needs `Default` response bodies) keeps working.
+impl<B: Default> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::new(B::default(), None)
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Error: 'static,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        let Some(call) = this.call.as_mut() else {
+            return Poll::Ready(frame);
+        };
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    call.record_response_messages(count_frames(this.frames, data));
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    call.finish(grpc_status(trailers).unwrap_or(GrpcCode::Unknown));
+                }
+            }
+            Some(Err(error)) => call.fail(error),
+            // The stream ended without trailers: no status is a broken response.
+            None => call.finish(GrpcCode::Unknown),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,65 @@
+//! The crate's error type.
+
+/// Everything that can go wrong building a registry or starting the exporter.
+///
+/// Each message says what happened and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bytes given as a `FileDescriptorSet` did not decode.
+    #[error(
+        "the bytes are not an encoded FileDescriptorSet ({0}); pass the file written by \
+         tonic_prost_build::configure().file_descriptor_set_path(..) or a crate's FILE_DESCRIPTOR_SET"
+    )]
+    InvalidDescriptorSet(#[source] prost::DecodeError),
+
+    /// The metrics port would be the gRPC port + 1, but the gRPC port is 65535.
+    #[error(
+        "cannot derive the metrics port from gRPC port {grpc_port}: port + 1 is past 65535; \
+         set the metrics port explicitly"
+    )]
+    PortOverflow {
+        /// The gRPC port the metrics port was derived from.
+        grpc_port: u16,
+    },
+
+    /// The metrics listener could not bind its address.
+    #[cfg(feature = "exporter")]
+    #[error(
+        "cannot listen for /metrics on {addr}: {source}; is another process (or another \
+         instance) using that port? choose a free port, or port 0 for an ephemeral one"
+    )]
+    Bind {
+        /// The address that could not be bound.
+        addr: std::net::SocketAddr,
+        /// Why the bind failed.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A global `metrics` recorder was installed already, so this one could not be.
+    #[cfg(feature = "exporter")]
+    #[error(
+        "a global metrics recorder is already installed; install the exporter once per \
+         process, or use PrometheusExporter::build and give the recorder to the layers with \
+         with_recorder"
+    )]
+    RecorderAlreadyInstalled,
+
+    /// The exporter was started outside a Tokio runtime.
+    #[cfg(feature = "exporter")]
+    #[error(
+        "the metrics exporter must be started from within a Tokio runtime (call it from async code under #[tokio::main])"
+    )]
+    NoRuntime,
+
+    /// Histogram buckets were empty, not finite, or not strictly increasing.
+    #[cfg(feature = "exporter")]
+    #[error("invalid histogram buckets {0:?}: give at least one finite boundary, in strictly increasing order")]
+    InvalidBuckets(Vec<f64>),
+
+    /// An IP allowlist entry is neither an address nor a CIDR network.
+    #[cfg(feature = "exporter")]
+    #[error("invalid allowlist entry {0:?}: give an IP address (127.0.0.1) or a network (10.0.0.0/8)")]
+    InvalidAllowlistEntry(String),
+}

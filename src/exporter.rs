@@ -1,0 +1,447 @@
+//! One call to serve `/metrics` for Prometheus, on the gRPC port + 1 by default.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use tonic_metrics::PrometheusExporter;
+//!
+//! # #[tokio::main] async fn main() {
+//! let grpc_addr: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+//! // Serves http://0.0.0.0:50052/metrics; on failure, logs a warning and returns None,
+//! // and the gRPC server starts all the same.
+//! let metrics = PrometheusExporter::for_grpc_addr(grpc_addr).install_or_warn();
+//! # drop(metrics); }
+//! ```
+//!
+//! Unlike `metrics-exporter-prometheus`' own `install()`, nothing is left behind when
+//! starting fails: the listener is bound before the recorder is installed, and no task is
+//! spawned until both have succeeded.
+
+use std::{
+    convert::Infallible,
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_util::MetricKindMask;
+use tokio::{net::TcpListener, task::JoinSet};
+
+use crate::{
+    Error,
+    names::{self, MetricNames},
+};
+
+/// Content type of the Prometheus text exposition format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Where the metrics listener binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenAddr {
+    /// The gRPC server's host, on its port + 1.
+    NextTo(SocketAddr),
+    Exactly(SocketAddr),
+}
+
+/// Builder for the `/metrics` HTTP listener and its Prometheus recorder.
+///
+/// Histograms get real buckets (Prometheus' defaults, .005 s to 10 s), so
+/// `grpc_*_handling_seconds` render as `_bucket` series that aggregate across replicas,
+/// never as summaries. Every metric of this crate is described, so the output passes
+/// `promtool check metrics`.
+#[derive(Clone)]
+pub struct PrometheusExporter {
+    listen: ListenAddr,
+    buckets: Vec<f64>,
+    allowlist: Vec<String>,
+    global_labels: Vec<(String, String)>,
+    idle_timeout: Option<Duration>,
+    upkeep_interval: Duration,
+}
+
+impl fmt::Debug for PrometheusExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrometheusExporter")
+            .field("listen", &self.listen)
+            .field("buckets", &self.buckets)
+            .field("allowlist", &self.allowlist)
+            .field("global_labels", &self.global_labels)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+impl Default for PrometheusExporter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PrometheusExporter {
+    /// An exporter listening on `0.0.0.0:9000`, like `metrics-exporter-prometheus`.
+    pub fn new() -> Self {
+        Self {
+            listen: ListenAddr::Exactly(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9000)),
+            buckets: names::DEFAULT_BUCKETS.to_vec(),
+            allowlist: Vec::new(),
+            global_labels: Vec::new(),
+            idle_timeout: None,
+            upkeep_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// An exporter on the gRPC server's host and its port + 1 (port 0 stays 0: ephemeral).
+    pub fn for_grpc_addr(grpc_addr: SocketAddr) -> Self {
+        Self::new().with_grpc_addr(grpc_addr)
+    }
+
+    /// Listens on `grpc_addr`'s host, port + 1. Gives [`Error::PortOverflow`] at start
+    /// for gRPC port 65535.
+    pub fn with_grpc_addr(mut self, grpc_addr: SocketAddr) -> Self {
+        self.listen = ListenAddr::NextTo(grpc_addr);
+        self
+    }
+
+    /// Listens on exactly `addr` (port 0: an ephemeral port; see [`MetricsServer::local_addr`]).
+    pub fn with_listen_addr(mut self, addr: SocketAddr) -> Self {
+        self.listen = ListenAddr::Exactly(addr);
+        self
+    }
+
+    /// Listens on `port`, keeping the host chosen so far.
+    pub fn with_port(mut self, port: u16) -> Self {
+        let host = match self.listen {
+            ListenAddr::NextTo(addr) | ListenAddr::Exactly(addr) => addr.ip(),
+        };
+        self.listen = ListenAddr::Exactly(SocketAddr::new(host, port));
+        self
+    }
+
+    /// Listens on `host`, keeping the port chosen so far (or the gRPC port + 1).
+    pub fn with_host(mut self, host: IpAddr) -> Self {
+        self.listen = match self.listen {
+            ListenAddr::NextTo(addr) => ListenAddr::NextTo(SocketAddr::new(host, addr.port())),
+            ListenAddr::Exactly(addr) => ListenAddr::Exactly(SocketAddr::new(host, addr.port())),
+        };
+        self
+    }
+
+    /// Bucket boundaries in seconds for this crate's histograms (default:
+    /// [`DEFAULT_BUCKETS`](crate::names::DEFAULT_BUCKETS)).
+    pub fn with_buckets(mut self, buckets: &[f64]) -> Self {
+        self.buckets = buckets.to_vec();
+        self
+    }
+
+    /// OpenTelemetry's bucket advice ([`OTEL_BUCKETS`](crate::names::OTEL_BUCKETS)).
+    pub fn with_otel_buckets(self) -> Self {
+        self.with_buckets(names::OTEL_BUCKETS)
+    }
+
+    /// Answers scrapes only from this address or network (`"10.0.0.0/8"`, `"::1"`);
+    /// others get 403. May be given several times. Default: anyone.
+    pub fn with_allowed_address(mut self, address: impl Into<String>) -> Self {
+        self.allowlist.push(address.into());
+        self
+    }
+
+    /// Adds a label to every series (for example `region`).
+    pub fn with_global_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.global_labels.push((key.into(), value.into()));
+        self
+    }
+
+    /// Drops series not updated for this long (default: never), so methods that stop
+    /// being called do not linger.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The address the listener will bind (before an ephemeral port is chosen).
+    ///
+    /// # Errors
+    /// [`Error::PortOverflow`] when derived from gRPC port 65535.
+    pub fn listen_addr(&self) -> Result<SocketAddr, Error> {
+        match self.listen {
+            ListenAddr::Exactly(addr) => Ok(addr),
+            ListenAddr::NextTo(grpc) if grpc.port() == 0 => Ok(grpc),
+            ListenAddr::NextTo(grpc) => grpc
+                .port()
+                .checked_add(1)
+                .map(|port| SocketAddr::new(grpc.ip(), port))
+                .ok_or(Error::PortOverflow { grpc_port: grpc.port() }),
+        }
+    }
+
+    fn recorder(&self) -> Result<PrometheusRecorder, Error> {
+        let buckets_ok = !self.buckets.is_empty()
+            && self.buckets.iter().all(|b| b.is_finite())
+            && self.buckets.windows(2).all(|w| w[0] < w[1]);
+        if !buckets_ok {
+            return Err(Error::InvalidBuckets(self.buckets.clone()));
+        }
+        let mut builder = PrometheusBuilder::new();
+        for name in MetricNames::histogram_names() {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), &self.buckets)
+                .map_err(|_| Error::InvalidBuckets(self.buckets.clone()))?;
+        }
+        for (key, value) in &self.global_labels {
+            builder = builder.add_global_label(key, value);
+        }
+        if let Some(timeout) = self.idle_timeout {
+            builder = builder.idle_timeout(MetricKindMask::ALL, Some(timeout));
+        }
+        let recorder = builder.build_recorder();
+        names::describe_all(&recorder);
+        Ok(recorder)
+    }
+
+    fn allowlist(&self) -> Result<Vec<IpNet>, Error> {
+        self.allowlist
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| Error::InvalidAllowlistEntry(entry.clone()))
+            })
+            .collect()
+    }
+
+    /// Validates everything and binds the listener; spawns nothing.
+    fn prepare(&self) -> Result<(tokio::runtime::Handle, PrometheusRecorder, StdTcpListener, Vec<IpNet>), Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let addr = self.listen_addr()?;
+        let allowlist = self.allowlist()?;
+        let recorder = self.recorder()?;
+        let listener = StdTcpListener::bind(addr)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+            .map_err(|source| Error::Bind { addr, source })?;
+        Ok((runtime, recorder, listener, allowlist))
+    }
+
+    /// Starts the listener with its own recorder, without installing it globally: give the
+    /// recorder to the layers with `with_recorder`, or install it yourself.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] (port busy), [`Error::PortOverflow`], [`Error::NoRuntime`],
+    /// [`Error::InvalidBuckets`], [`Error::InvalidAllowlistEntry`]. On error nothing is
+    /// left running or bound.
+    pub fn build(self) -> Result<(PrometheusRecorder, MetricsServer), Error> {
+        let (runtime, recorder, listener, allowlist) = self.prepare()?;
+        let server = MetricsServer::spawn(&runtime, listener, recorder.handle(), allowlist, self.upkeep_interval)?;
+        Ok((recorder, server))
+    }
+
+    /// Installs the recorder globally and starts the listener.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build), plus [`Error::RecorderAlreadyInstalled`]. On error
+    /// nothing is left running, bound or installed.
+    pub fn install(self) -> Result<MetricsServer, Error> {
+        let (runtime, recorder, listener, allowlist) = self.prepare()?;
+        let handle = recorder.handle();
+        // The listener is bound but not serving yet; on failure it is dropped here.
+        metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadyInstalled)?;
+        MetricsServer::spawn(&runtime, listener, handle, allowlist, self.upkeep_interval)
+    }
+
+    /// [`install`](Self::install), but a failure is logged at warn level (through
+    /// `tracing`) and the caller carries on without metrics: metrics trouble never takes
+    /// the gRPC service down.
+    pub fn install_or_warn(self) -> Option<MetricsServer> {
+        match self.install() {
+            Ok(server) => Some(server),
+            Err(error) => {
+                tracing::warn!(%error, "metrics exporter not started; serving gRPC without /metrics");
+                None
+            }
+        }
+    }
+}
+
+/// The running `/metrics` listener.
+///
+/// Dropping it leaves the listener running for the life of the runtime; call
+/// [`shutdown`](Self::shutdown) to stop it and free the port.
+#[derive(Debug)]
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    handle: PrometheusHandle,
+    tasks: JoinSet<()>,
+}
+
+impl MetricsServer {
+    fn spawn(
+        runtime: &tokio::runtime::Handle,
+        listener: StdTcpListener,
+        handle: PrometheusHandle,
+        allowlist: Vec<IpNet>,
+        upkeep_interval: Duration,
+    ) -> Result<Self, Error> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
+        let _entered = runtime.enter();
+        let listener = TcpListener::from_std(listener).map_err(|source| Error::Bind { addr: local_addr, source })?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn_on(serve(listener, handle.clone(), allowlist), runtime);
+        let upkeep = handle.clone();
+        tasks.spawn_on(
+            async move {
+                let mut interval = tokio::time::interval(upkeep_interval);
+                loop {
+                    interval.tick().await;
+                    upkeep.run_upkeep();
+                }
+            },
+            runtime,
+        );
+        Ok(Self { local_addr, handle, tasks })
+    }
+
+    /// The address actually bound (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The exposition text a scrape would get now.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// The recorder's handle (render, upkeep).
+    pub fn handle(&self) -> &PrometheusHandle {
+        &self.handle
+    }
+
+    /// Stops the listener, its connections and its upkeep task, and frees the port.
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+    }
+
+    /// Runs until the listener stops (it only stops on [`shutdown`](Self::shutdown)).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Accepts scrapes until dropped; connections live in a `JoinSet` so they end with it.
+async fn serve(listener: TcpListener, handle: PrometheusHandle, allowlist: Vec<IpNet>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::debug!(%error, "metrics listener: accept failed");
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let allowed = allowlist.is_empty() || allowlist.iter().any(|net| net.contains(&peer.ip()));
+                let handle = handle.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |request| {
+                        let response = respond(&request, allowed, &handle);
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                        tracing::debug!(%error, "metrics listener: connection failed");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+fn respond(request: &Request<Incoming>, allowed: bool, handle: &PrometheusHandle) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &'static str, body: Bytes| {
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+        response
+    };
+    let text = |status: StatusCode, body: &'static str| {
+        reply(status, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
+    };
+    if !allowed {
+        return text(StatusCode::FORBIDDEN, "forbidden\n");
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let body = if request.method() == Method::HEAD { Bytes::new() } else { Bytes::from(handle.render()) };
+            reply(StatusCode::OK, TEXT_FORMAT, body)
+        }
+        "/health" | "/healthz" => text(StatusCode::OK, "OK\n"),
+        "/" => text(StatusCode::OK, "tonic-metrics exporter: scrape /metrics\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: scrape /metrics\n"),
+    }
+}
+
+/// Command-line flags for a server's CLI (feature `clap`): flatten them into your own
+/// arguments with `#[command(flatten)]`.
+///
+/// ```
+/// use clap::Parser;
+/// use tonic_metrics::exporter::MetricsArgs;
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[arg(long, default_value_t = 50051)]
+///     port: u16,
+///     #[command(flatten)]
+///     metrics: MetricsArgs,
+/// }
+///
+/// let cli = Cli::parse_from(["server", "--port", "7000", "--enable-metrics"]);
+/// let exporter = cli.metrics.exporter(([0, 0, 0, 0], cli.port).into()).unwrap();
+/// assert_eq!(exporter.listen_addr().unwrap().port(), 7001);
+/// ```
+#[cfg(feature = "clap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "clap")))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics over HTTP at /metrics.
+    #[arg(long)]
+    pub enable_metrics: bool,
+
+    /// Port of the /metrics listener [default: the gRPC port + 1].
+    #[arg(long, value_name = "PORT", requires = "enable_metrics")]
+    pub metrics_http_port: Option<u16>,
+}
+
+#[cfg(feature = "clap")]
+impl MetricsArgs {
+    /// The exporter these flags ask for, next to `grpc_addr`; `None` without `--enable-metrics`.
+    pub fn exporter(&self, grpc_addr: SocketAddr) -> Option<PrometheusExporter> {
+        self.enable_metrics.then(|| {
+            let exporter = PrometheusExporter::for_grpc_addr(grpc_addr);
+            match self.metrics_http_port {
+                Some(port) => exporter.with_port(port),
+                None => exporter,
+            }
+        })
+    }
+
+    /// Installs the exporter these flags ask for, logging (not failing) if it cannot start.
+    pub fn install_or_warn(&self, grpc_addr: SocketAddr) -> Option<MetricsServer> {
+        self.exporter(grpc_addr)?.install_or_warn()
+    }
+}

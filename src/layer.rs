@@ -1,0 +1,178 @@
+//! The layer and its builder methods, shared by the server and client sides.
+
+use std::{
+    fmt,
+    marker::PhantomData,
+    sync::{Arc, OnceLock},
+};
+
+use metrics::Recorder;
+use tower_layer::Layer;
+
+use crate::{
+    instruments::{Config, MethodTable, RecorderRef},
+    registry::MethodRegistry,
+};
+
+/// Which end of the RPC a layer sits on. Implemented by [`Server`](crate::Server) and
+/// [`Client`](crate::Client); sealed.
+pub trait Side: sealed::Sealed + Send + Sync + 'static {}
+
+pub(crate) mod sealed {
+    pub trait Sealed {
+        fn names() -> &'static crate::names::MetricNames;
+    }
+}
+
+/// A tower [`Layer`] that records go-grpc-prometheus metrics for every RPC through the
+/// `metrics` facade. `GrpcMetricsLayer<Server>` ([`ServerMetricsLayer`](crate::ServerMetricsLayer))
+/// wraps a tonic server; `GrpcMetricsLayer<Client>` ([`ClientMetricsLayer`](crate::ClientMetricsLayer))
+/// wraps a `Channel`.
+///
+/// Cloning is cheap, and clones share the method table and its cached handles.
+pub struct GrpcMetricsLayer<K> {
+    config: Config,
+    table: Arc<OnceLock<Arc<MethodTable>>>,
+    _side: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for GrpcMetricsLayer<K> {
+    fn clone(&self) -> Self {
+        Self { config: self.config.clone(), table: self.table.clone(), _side: PhantomData }
+    }
+}
+
+impl<K> fmt::Debug for GrpcMetricsLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcMetricsLayer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<K: Side> Default for GrpcMetricsLayer<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Side> GrpcMetricsLayer<K> {
+    /// A layer with no registry, the global recorder, and the default cap of
+    /// [`DEFAULT_MAX_METHODS`](crate::DEFAULT_MAX_METHODS) distinct methods.
+    pub fn new() -> Self {
+        Self { config: Config::default(), table: Arc::default(), _side: PhantomData }
+    }
+
+    fn configure(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        // A changed configuration needs its own table; clones made before keep theirs.
+        self.table = Arc::default();
+        self
+    }
+
+    /// Names each registered method with its exact `grpc_type`, creates its series at
+    /// zero up front, and records every other path as `grpc_service="unknown",
+    /// grpc_method="unknown"`.
+    pub fn with_registry(self, registry: MethodRegistry) -> Self {
+        self.configure(|config| config.registry = Some(registry))
+    }
+
+    /// Without a registry, at most this many distinct methods get their own series; later
+    /// new paths are recorded as `unknown`. Default: 1,000. Ignored with a registry.
+    pub fn with_max_methods(self, max_methods: usize) -> Self {
+        self.configure(|config| config.max_methods = max_methods)
+    }
+
+    /// Adds the `grpc_code` label to the handling-time histogram (off by default, as in
+    /// go-grpc-prometheus; it multiplies the histogram's series by the codes seen).
+    pub fn with_code_on_histogram(self) -> Self {
+        self.configure(|config| config.code_on_histogram = true)
+    }
+
+    /// Records into `recorder` instead of the global one (tests, or several registries in
+    /// one process).
+    pub fn with_recorder<R: Recorder + Send + Sync + 'static>(self, recorder: R) -> Self {
+        self.with_shared_recorder(Arc::new(recorder))
+    }
+
+    /// Records into a shared `recorder` instead of the global one.
+    pub fn with_shared_recorder(self, recorder: Arc<dyn Recorder + Send + Sync>) -> Self {
+        self.configure(|config| config.recorder = RecorderRef::Explicit(recorder))
+    }
+
+    /// Records nothing for any method of `service` (for example `grpc.health.v1.Health`).
+    pub fn without_service(self, service: &str) -> Self {
+        self.configure(|config| config.filter.exclude_service(service))
+    }
+
+    /// Records nothing for `service`/`method`.
+    pub fn without_method(self, service: &str, method: &str) -> Self {
+        self.configure(|config| config.filter.exclude_method(service, method))
+    }
+
+    /// Records only the methods for which `keep(service, method)` returns `true`.
+    pub fn with_filter<F>(self, keep: F) -> Self
+    where
+        F: Fn(&str, &str) -> bool + Send + Sync + 'static,
+    {
+        self.configure(|config| config.filter.set_predicate(Arc::new(keep)))
+    }
+
+    /// Creates the zero-valued series of every registered method now, in the recorder in
+    /// force now. Layering a service does this too; call it when the recorder is
+    /// installed after the server starts.
+    pub fn preinitialize(&self) {
+        self.table().preinitialize();
+    }
+
+    pub(crate) fn table(&self) -> Arc<MethodTable> {
+        self.table.get_or_init(|| Arc::new(MethodTable::new(<K as sealed::Sealed>::names(), &self.config))).clone()
+    }
+}
+
+impl<S, K: Side> Layer<S> for GrpcMetricsLayer<K> {
+    type Service = GrpcMetrics<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let table = self.table();
+        // The recorder is usually installed by now (servers layer at `serve` time), so
+        // this is where registered methods get their zero-valued series.
+        table.preinitialize();
+        GrpcMetrics { inner, table, _side: PhantomData }
+    }
+}
+
+/// The service produced by [`GrpcMetricsLayer`]; see [`Server`](crate::Server) and
+/// [`Client`](crate::Client) for what each side records.
+pub struct GrpcMetrics<S, K> {
+    pub(crate) inner: S,
+    pub(crate) table: Arc<MethodTable>,
+    _side: PhantomData<fn() -> K>,
+}
+
+impl<S: Clone, K> Clone for GrpcMetrics<S, K> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), table: self.table.clone(), _side: PhantomData }
+    }
+}
+
+impl<S: fmt::Debug, K> fmt::Debug for GrpcMetrics<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcMetrics").field("inner", &self.inner).field("table", &self.table).finish()
+    }
+}
+
+impl<S, K> GrpcMetrics<S, K> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics for tonic gRPC servers and clients: one tower [`Layer`](tower_layer::Layer)
+//! records the go-grpc-prometheus metric family through the [`metrics`] facade, and one call
+//! serves `/metrics`.
+//!
+//! ```
+//! use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+//! use tonic_metrics::{MethodRegistry, PrometheusExporter, ServerMetricsLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // One call serves /metrics; a real server uses `PrometheusExporter::for_grpc_addr(addr)`
+//! // (the gRPC port + 1) and `install_or_warn()`, so metrics trouble never stops gRPC.
+//! let metrics = PrometheusExporter::new().with_listen_addr("127.0.0.1:0".parse()?).install()?;
+//!
+//! // One layer on the server. The registry gives every method its `grpc_type` and
+//! // creates its series at zero before the first call.
+//! let registry = MethodRegistry::from_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)?;
+//! let (_, health) = tonic_health::server::health_reporter();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(
+//!     tonic::transport::Server::builder()
+//!         .layer(ServerMetricsLayer::new().with_registry(registry))
+//!         .add_service(health)
+//!         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+//! );
+//!
+//! let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+//! let mut client = HealthClient::new(channel);
+//! client.check(HealthCheckRequest { service: String::new() }).await?;
+//!
+//! let text = metrics.render(); // what `curl http://<metrics addr>/metrics` returns
+//! assert!(text.contains(
+//!     r#"grpc_server_handled_total{grpc_type="unary",grpc_service="grpc.health.v1.Health",grpc_method="Check",grpc_code="OK"} 1"#
+//! ));
+//! assert!(text.contains("grpc_server_handling_seconds_bucket{")); // a real histogram
+//! # Ok(()) }
+//! ```
+//!
+//! # What is recorded
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `grpc_server_started_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
+//! | `grpc_server_handled_total` | counter | the same + `grpc_code` |
+//! | `grpc_server_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
+//! | `grpc_server_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
+//! | `grpc_server_handling_seconds` | histogram | `grpc_type`, `grpc_service`, `grpc_method` |
+//! | `grpc_client_*` | the same, from [`ClientMetricsLayer`] | |
+//!
+//! The status comes from `grpc-status` in the headers (trailers-only responses) or the
+//! trailers; latency runs from `call()` to the end of the response stream; a call dropped
+//! before its end is `Canceled`; every started RPC is handled exactly once; messages are
+//! counted from the gRPC framing. See [`GrpcMetricsLayer`] for the options and the
+//! [`exporter`] module for serving `/metrics`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+mod body;
+mod call;
+mod client;
+pub mod code;
+mod error;
+#[cfg(feature = "exporter")]
+pub mod exporter;
+mod frame;
+mod future;
+mod instruments;
+mod layer;
+pub mod names;
+mod registry;
+mod server;
+
+pub use body::{RequestBody, ResponseBody};
+pub use client::Client;
+pub use code::GrpcCode;
+pub use error::Error;
+#[cfg(feature = "exporter")]
+pub use exporter::{MetricsServer, PrometheusExporter};
+pub use frame::FrameCounter;
+pub use future::{BoxErrorFuture, ResponseFuture};
+pub use instruments::DEFAULT_MAX_METHODS;
+pub use layer::{GrpcMetrics, GrpcMetricsLayer, Side};
+pub use registry::{GrpcType, MethodRegistry};
+pub use server::Server;
+
+/// The layer for tonic servers: records `grpc_server_*`.
+pub type ServerMetricsLayer = GrpcMetricsLayer<Server>;
+/// The layer for tonic clients (`Channel`): records `grpc_client_*`.
+pub type ClientMetricsLayer = GrpcMetricsLayer<Client>;
+
+/// A boxed error, as tonic and tower use.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

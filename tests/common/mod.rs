@@ -1,0 +1,188 @@
+//! Helpers shared by the integration tests: a real tonic echo server on loopback, and a
+//! view over `metrics-util`'s debugging recorder.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Server};
+use tonic_metrics::{GrpcMetricsLayer, MethodRegistry, Server as ServerSide};
+use tonic_metrics_echo::{EchoClient, EchoServer, EchoService};
+
+pub const ECHO: &str = "grpc.examples.echo.Echo";
+
+/// The echo service's registry.
+pub fn echo_registry() -> MethodRegistry {
+    MethodRegistry::from_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET).unwrap()
+}
+
+/// Labels as `(name, value)` pairs, order-insensitive.
+pub type Labels = BTreeMap<String, String>;
+
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+type Series<T> = Arc<Mutex<BTreeMap<(String, Labels), T>>>;
+
+/// Accumulates what a `DebuggingRecorder` saw (its snapshots reset counters).
+#[derive(Clone)]
+pub struct Recorded {
+    snapshotter: Snapshotter,
+    counters: Series<u64>,
+    histograms: Series<Vec<f64>>,
+    descriptions: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl Recorded {
+    /// A fresh recorder and the view over it.
+    pub fn new() -> (DebuggingRecorder, Self) {
+        let recorder = DebuggingRecorder::new();
+        let view = Self {
+            snapshotter: recorder.snapshotter(),
+            counters: Arc::default(),
+            histograms: Arc::default(),
+            descriptions: Arc::default(),
+        };
+        (recorder, view)
+    }
+
+    fn refresh(&self) {
+        let mut counters = self.counters.lock().unwrap();
+        let mut histograms = self.histograms.lock().unwrap();
+        for (key, _unit, description, value) in self.snapshotter.snapshot().into_vec() {
+            let (_, key) = key.into_parts();
+            let name = key.name().to_string();
+            if let Some(description) = description {
+                self.descriptions.lock().unwrap().insert(name.clone(), description.to_string());
+            }
+            let labels: Labels = key.labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
+            match value {
+                DebugValue::Counter(n) => *counters.entry((name, labels)).or_default() += n,
+                DebugValue::Histogram(values) => {
+                    histograms.entry((name, labels)).or_default().extend(values.into_iter().map(|v| v.into_inner()))
+                }
+                DebugValue::Gauge(_) => {}
+            }
+        }
+    }
+
+    /// The value of one counter series, or `None` if the series does not exist.
+    pub fn counter(&self, name: &str, labels: &Labels) -> Option<u64> {
+        self.refresh();
+        self.counters.lock().unwrap().get(&(name.to_string(), labels.clone())).copied()
+    }
+
+    /// The sum of every series of `name`.
+    pub fn counter_sum(&self, name: &str) -> u64 {
+        self.refresh();
+        self.counters.lock().unwrap().iter().filter(|((n, _), _)| n == name).map(|(_, v)| v).sum()
+    }
+
+    /// Every series of `name` with its value.
+    pub fn series(&self, name: &str) -> Vec<(Labels, u64)> {
+        self.refresh();
+        self.counters
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|((_, l), v)| (l.clone(), *v))
+            .collect()
+    }
+
+    /// The values recorded into one histogram series.
+    pub fn histogram(&self, name: &str, labels: &Labels) -> Option<Vec<f64>> {
+        self.refresh();
+        self.histograms.lock().unwrap().get(&(name.to_string(), labels.clone())).cloned()
+    }
+
+    /// Every histogram series of `name`.
+    pub fn histogram_series(&self, name: &str) -> Vec<(Labels, Vec<f64>)> {
+        self.refresh();
+        self.histograms
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|((_, l), v)| (l.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The HELP text of a metric.
+    pub fn description(&self, name: &str) -> Option<String> {
+        self.refresh();
+        self.descriptions.lock().unwrap().get(name).cloned()
+    }
+
+    /// Waits (up to 5 s) until `check` holds; panics with `what` otherwise.
+    pub async fn eventually(&self, what: &str, mut check: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !check(self) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Labels of one echo method, for the server or client families.
+pub fn method(kind: &str, name: &str) -> Labels {
+    labels(&[("grpc_type", kind), ("grpc_service", ECHO), ("grpc_method", name)])
+}
+
+/// `method(..)` plus a `grpc_code`.
+pub fn with_code(mut labels: Labels, code: &str) -> Labels {
+    labels.insert("grpc_code".into(), code.into());
+    labels
+}
+
+/// A real tonic echo server on 127.0.0.1, behind `layer`.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl TestServer {
+    pub async fn start(layer: GrpcMetricsLayer<ServerSide>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            Server::builder().layer(layer).add_service(EchoServer::new(EchoService)).serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                async {
+                    let _ = signal.await;
+                },
+            ),
+        );
+        Self { addr, shutdown: Some(shutdown), task }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+
+    pub async fn client(&self) -> EchoClient<Channel> {
+        EchoClient::new(self.channel().await)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+/// An `EchoRequest`.
+pub fn req(message: &str) -> tonic_metrics_echo::EchoRequest {
+    tonic_metrics_echo::EchoRequest { message: message.into() }
+}

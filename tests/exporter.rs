@@ -1,0 +1,554 @@
+//! The Prometheus exporter over real sockets (127.0.0.1 only): binding, errors, shutdown,
+//! the global install, the allowlist, and a scrape after real gRPC traffic through
+//! `ServerMetricsLayer`.
+//!
+//! Global state is per process, so every `install()` lives in one test
+//! (`global_install_once_per_process`); every other test uses `build()` and its own recorder.
+
+#![cfg(feature = "exporter")]
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, TcpListener as StdTcpListener},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinHandle,
+};
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+use tonic::transport::Server;
+use tonic_metrics::{Error, MethodRegistry, PrometheusExporter, ServerMetricsLayer, names::DEFAULT_BUCKETS};
+use tonic_metrics_echo::{EchoClient, EchoRequest, EchoServer, EchoService, STREAM_RESPONSES};
+
+const ECHO: &str = "grpc.examples.echo.Echo";
+/// Upper bound on any single network step, so a regression fails instead of hanging.
+const STEP: Duration = Duration::from_secs(10);
+
+fn localhost0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+#[tokio::test]
+async fn busy_port_is_a_bind_error_and_leaks_nothing() {
+    let original = StdTcpListener::bind(localhost0()).unwrap();
+    let addr = original.local_addr().unwrap();
+
+    let error = build_err(PrometheusExporter::new().with_listen_addr(addr));
+    match &error {
+        Error::Bind { addr: failed, .. } => assert_eq!(*failed, addr),
+        other => panic!("expected Error::Bind, got {other:?}"),
+    }
+    assert!(error.to_string().contains(&addr.to_string()), "message should name {addr}: {error}");
+
+    // The port is still the original socket's: a connection lands on it.
+    original.set_nonblocking(false).unwrap();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    let (accepted, peer) = original.accept().unwrap();
+    assert_eq!(peer, client.local_addr().unwrap());
+    drop((accepted, client));
+
+    // And nothing else holds it: once the original is gone, it can be bound again.
+    drop(original);
+    StdTcpListener::bind(addr).expect("the failed build must not keep the port");
+}
+
+#[test]
+fn port_overflow_and_listen_addr_derivation() {
+    let overflow = PrometheusExporter::for_grpc_addr("127.0.0.1:65535".parse().unwrap());
+    let error = overflow.listen_addr().unwrap_err();
+    assert!(matches!(error, Error::PortOverflow { grpc_port: 65535 }), "{error:?}");
+    assert!(error.to_string().contains("65535"), "{error}");
+
+    let derived = PrometheusExporter::for_grpc_addr("127.0.0.1:50051".parse().unwrap());
+    assert_eq!(derived.listen_addr().unwrap(), "127.0.0.1:50052".parse::<SocketAddr>().unwrap());
+    let ephemeral = PrometheusExporter::for_grpc_addr(localhost0());
+    assert_eq!(ephemeral.listen_addr().unwrap(), localhost0());
+    // An explicit port wins over the derived one, and keeps the gRPC host.
+    let explicit = PrometheusExporter::for_grpc_addr("127.0.0.1:65535".parse().unwrap()).with_port(9100);
+    assert_eq!(explicit.listen_addr().unwrap(), "127.0.0.1:9100".parse::<SocketAddr>().unwrap());
+}
+
+#[tokio::test]
+async fn port_overflow_fails_the_build() {
+    let error = build_err(PrometheusExporter::for_grpc_addr("127.0.0.1:65535".parse().unwrap()));
+    assert!(matches!(error, Error::PortOverflow { grpc_port: 65535 }), "{error:?}");
+}
+
+#[tokio::test]
+async fn shutdown_frees_the_port() {
+    let (_recorder, server) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
+    let addr = server.local_addr();
+    assert_eq!(addr.ip(), localhost0().ip());
+    assert_ne!(addr.port(), 0, "local_addr must report the real port");
+
+    let response = http(addr, "GET", "/metrics").await;
+    assert_eq!(response.status, 200, "{response:?}");
+
+    server.shutdown().await;
+    let connected = tokio::time::timeout(STEP, TcpStream::connect(addr)).await.unwrap();
+    assert!(connected.is_err(), "nothing should accept on {addr} after shutdown");
+    StdTcpListener::bind(addr).expect("shutdown must free the port");
+}
+
+/// The only test that touches the global recorder.
+#[tokio::test]
+async fn global_install_once_per_process() {
+    let first = PrometheusExporter::new().with_listen_addr(localhost0()).install().expect("first install");
+    metrics::counter!("tonic_metrics_install_probe_total").increment(1);
+    assert!(first.render().contains("tonic_metrics_install_probe_total 1"), "{}", first.render());
+    let response = http(first.local_addr(), "GET", "/metrics").await;
+    assert_eq!(response.status, 200, "{response:?}");
+
+    let port = free_port();
+    match PrometheusExporter::new().with_listen_addr(port).install() {
+        Err(Error::RecorderAlreadyInstalled) => {}
+        Err(other) => panic!("expected RecorderAlreadyInstalled, got {other:?}"),
+        Ok(server) => panic!("second install succeeded on {}", server.local_addr()),
+    }
+    StdTcpListener::bind(port).expect("a failed install must not keep its port");
+
+    let port = free_port();
+    assert!(PrometheusExporter::new().with_listen_addr(port).install_or_warn().is_none());
+    StdTcpListener::bind(port).expect("a failed install_or_warn must not keep its port");
+
+    first.shutdown().await;
+}
+
+#[test]
+fn build_outside_a_runtime_is_no_runtime() {
+    let error = build_err(PrometheusExporter::new().with_listen_addr(localhost0()));
+    assert!(matches!(error, Error::NoRuntime), "{error:?}");
+    assert!(error.to_string().contains("Tokio runtime"), "{error}");
+}
+
+#[tokio::test]
+async fn invalid_buckets_and_allowlist_entries_are_typed_errors() {
+    let buckets: [&[f64]; 5] = [&[], &[0.5, 0.1], &[0.1, 0.1], &[0.1, f64::NAN], &[0.1, f64::INFINITY]];
+    for bad in buckets {
+        let error = build_err(PrometheusExporter::new().with_listen_addr(localhost0()).with_buckets(bad));
+        assert!(matches!(error, Error::InvalidBuckets(_)), "{bad:?}: {error:?}");
+        assert!(error.to_string().contains("buckets"), "{error}");
+    }
+    for bad in ["not-an-address", "10.0.0.0/33", "127.0.0.1:80", ""] {
+        let error = build_err(PrometheusExporter::new().with_listen_addr(localhost0()).with_allowed_address(bad));
+        match &error {
+            Error::InvalidAllowlistEntry(entry) => assert_eq!(entry, bad),
+            other => panic!("{bad:?}: expected InvalidAllowlistEntry, got {other:?}"),
+        }
+        assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
+    }
+    // Valid ones build.
+    for good in ["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"] {
+        let (_recorder, server) =
+            PrometheusExporter::new().with_listen_addr(localhost0()).with_allowed_address(good).build().unwrap();
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn allowlist_forbids_other_addresses() {
+    let (_recorder, server) =
+        PrometheusExporter::new().with_listen_addr(localhost0()).with_allowed_address("10.0.0.0/8").build().unwrap();
+    let response = http(server.local_addr(), "GET", "/metrics").await;
+    assert_eq!(response.status, 403, "{response:?}");
+    server.shutdown().await;
+
+    for allowed in ["127.0.0.1", "127.0.0.0/8"] {
+        let (_recorder, server) =
+            PrometheusExporter::new().with_listen_addr(localhost0()).with_allowed_address(allowed).build().unwrap();
+        let response = http(server.local_addr(), "GET", "/metrics").await;
+        assert_eq!(response.status, 200, "{allowed}: {response:?}");
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn scrape_endpoint_speaks_http() {
+    let (_recorder, server) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
+    let addr = server.local_addr();
+
+    let ok = http(addr, "GET", "/metrics").await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.header("content-type").is_some_and(|v| v.starts_with("text/plain; version=0.0.4")), "{ok:?}");
+
+    let missing = http(addr, "GET", "/nope").await;
+    assert_eq!(missing.status, 404, "{missing:?}");
+
+    let post = http(addr, "POST", "/metrics").await;
+    assert_eq!(post.status, 405, "{post:?}");
+    assert!(post.header("allow").is_some_and(|v| v.contains("GET")), "{post:?}");
+
+    let head = http(addr, "HEAD", "/metrics").await;
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(head.body.is_empty(), "{head:?}");
+
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn scrape_after_real_traffic_has_exact_values() {
+    let (recorder, metrics) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
+    let registry = MethodRegistry::from_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET).unwrap();
+    let grpc = EchoGrpc::start(ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder)).await;
+    drive_traffic(grpc.addr).await;
+
+    let response = http(metrics.local_addr(), "GET", "/metrics").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        response.header("content-type").is_some_and(|v| v.starts_with("text/plain; version=0.0.4")),
+        "{response:?}"
+    );
+    let text = &response.body;
+    let samples = parse_exposition(text);
+
+    let unary = [("grpc_type", "unary"), ("grpc_service", ECHO), ("grpc_method", "UnaryEcho")];
+    let stream = [("grpc_type", "server_stream"), ("grpc_service", ECHO), ("grpc_method", "ServerStreamingEcho")];
+    let with_code = |base: &[(&'static str, &'static str)], code: &'static str| {
+        let mut labels = base.to_vec();
+        labels.push(("grpc_code", code));
+        labels
+    };
+
+    assert_eq!(value(&samples, "grpc_server_started_total", &unary), 4.0);
+    assert_eq!(value(&samples, "grpc_server_handled_total", &with_code(&unary, "OK")), 3.0);
+    assert_eq!(value(&samples, "grpc_server_handled_total", &with_code(&unary, "NotFound")), 1.0);
+    // As go-grpc-prometheus counts unary messages: one in per call, one out per success.
+    assert_eq!(value(&samples, "grpc_server_msg_received_total", &unary), 4.0);
+    assert_eq!(value(&samples, "grpc_server_msg_sent_total", &unary), 3.0);
+
+    assert_eq!(value(&samples, "grpc_server_started_total", &stream), 1.0);
+    assert_eq!(value(&samples, "grpc_server_handled_total", &with_code(&stream, "OK")), 1.0);
+    assert_eq!(value(&samples, "grpc_server_msg_sent_total", &stream), STREAM_RESPONSES as f64);
+    assert_eq!(value(&samples, "grpc_server_msg_received_total", &stream), 1.0);
+
+    // Real buckets (never a summary), cumulative, with +Inf equal to the count.
+    check_histogram(&samples, &unary, 4.0);
+    check_histogram(&samples, &stream, 1.0);
+    assert!(text.contains("le=\"0.005\""), "{text}");
+    for sample in &samples {
+        assert!(!sample.labels.contains_key("quantile"), "summary-style series: {sample:?}");
+    }
+    assert!(!text.contains(" summary\n"), "{text}");
+
+    for line in [
+        "# HELP grpc_server_started_total ",
+        "# TYPE grpc_server_started_total counter",
+        "# HELP grpc_server_handled_total ",
+        "# TYPE grpc_server_handled_total counter",
+        "# HELP grpc_server_handling_seconds ",
+        "# TYPE grpc_server_handling_seconds histogram",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "missing {line:?} in\n{text}");
+    }
+
+    // Registered but never called: present at zero from the start.
+    for (kind, method) in [("client_stream", "ClientStreamingEcho"), ("bidi_stream", "BidirectionalStreamingEcho")] {
+        let idle = [("grpc_type", kind), ("grpc_service", ECHO), ("grpc_method", method)];
+        assert_eq!(value(&samples, "grpc_server_started_total", &idle), 0.0, "{method}");
+        assert_eq!(value(&samples, "grpc_server_handled_total", &with_code(&idle, "OK")), 0.0, "{method}");
+        assert_eq!(value(&samples, "grpc_server_msg_received_total", &idle), 0.0, "{method}");
+        assert_eq!(value(&samples, "grpc_server_msg_sent_total", &idle), 0.0, "{method}");
+        check_histogram(&samples, &idle, 0.0);
+    }
+
+    grpc.stop().await;
+    metrics.shutdown().await;
+}
+
+/// `promtool check metrics` on a real scrape; runs when `PROMTOOL` names the binary.
+#[tokio::test]
+async fn promtool_accepts_a_real_scrape() {
+    let Some(promtool) = std::env::var_os("PROMTOOL").filter(|p| !p.is_empty()) else {
+        eprintln!("promtool_accepts_a_real_scrape: skipped (set PROMTOOL=/path/to/promtool to run it)");
+        return;
+    };
+    let (recorder, metrics) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
+    let registry = MethodRegistry::from_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET).unwrap();
+    let grpc = EchoGrpc::start(ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder)).await;
+    drive_traffic(grpc.addr).await;
+    let response = http(metrics.local_addr(), "GET", "/metrics").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.body.contains("grpc_server_handling_seconds_bucket"), "{}", response.body);
+
+    let scrape = response.body.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot run PROMTOOL={promtool:?}: {error}"));
+        child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
+        "promtool check metrics: {}\nstdout: {stdout}\nstderr: {stderr}\nscrape:\n{}",
+        output.status,
+        response.body
+    );
+
+    grpc.stop().await;
+    metrics.shutdown().await;
+}
+
+#[test]
+fn exposition_parser_reads_labels_and_special_values() {
+    let text = "# HELP x A thing.\n# TYPE x counter\n\
+                x 1\n\
+                y{a=\"1\",b=\"q\\\"uo,te}\\\\\"} 2.5 1700000000000\n\
+                z_bucket{le=\"+Inf\"} +Inf\n\
+                w{} NaN\n";
+    let samples = parse_exposition(text);
+    assert_eq!(samples.len(), 4);
+    assert_eq!((samples[0].name.as_str(), samples[0].value), ("x", 1.0));
+    assert!(samples[0].labels.is_empty());
+    assert_eq!(samples[1].labels["b"], "q\"uo,te}\\");
+    assert_eq!(samples[1].value, 2.5);
+    assert_eq!(samples[2].labels["le"], "+Inf");
+    assert_eq!(samples[2].value, f64::INFINITY);
+    assert!(samples[3].value.is_nan());
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// The error of a build that must fail.
+fn build_err(exporter: PrometheusExporter) -> Error {
+    match exporter.build() {
+        Ok((_, server)) => panic!("expected an error, but the exporter started on {}", server.local_addr()),
+        Err(error) => error,
+    }
+}
+
+/// A 127.0.0.1 address whose port was free a moment ago.
+fn free_port() -> SocketAddr {
+    StdTcpListener::bind(localhost0()).unwrap().local_addr().unwrap()
+}
+
+/// The echo service behind a metrics layer, on an ephemeral 127.0.0.1 port.
+struct EchoGrpc {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl EchoGrpc {
+    async fn start(layer: ServerMetricsLayer) -> Self {
+        let listener = TcpListener::bind(localhost0()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            Server::builder().layer(layer).add_service(EchoServer::new(EchoService)).serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+        );
+        Self { addr, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(STEP, self.task).await.expect("gRPC server shutdown").unwrap().unwrap();
+    }
+}
+
+/// 3 UnaryEcho OK, 1 UnaryEcho `fail:NotFound`, 1 plain ServerStreamingEcho (5 responses).
+async fn drive_traffic(addr: SocketAddr) {
+    tokio::time::timeout(STEP, async {
+        let mut client = EchoClient::connect(format!("http://{addr}")).await.unwrap();
+        for i in 0..3 {
+            let message = format!("hello {i}");
+            let reply = client.unary_echo(EchoRequest { message: message.clone() }).await.unwrap();
+            assert_eq!(reply.into_inner().message, message);
+        }
+        let status = client.unary_echo(EchoRequest { message: "fail:NotFound".into() }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+
+        let mut stream =
+            client.server_streaming_echo(EchoRequest { message: "stream".into() }).await.unwrap().into_inner();
+        let mut received = 0;
+        while let Some(reply) = stream.next().await {
+            assert_eq!(reply.unwrap().message, "stream");
+            received += 1;
+        }
+        assert_eq!(received, STREAM_RESPONSES);
+    })
+    .await
+    .expect("gRPC traffic timed out");
+}
+
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A bare HTTP/1.1 request with `Connection: close`, read to EOF.
+async fn http(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
+    tokio::time::timeout(STEP, async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let raw = String::from_utf8(raw).expect("UTF-8 response");
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of headers: {raw:?}"));
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .map(|line| {
+                let (k, v) = line.split_once(':').unwrap_or_else(|| panic!("bad header {line:?}"));
+                (k.trim().to_owned(), v.trim().to_owned())
+            })
+            .collect();
+        let response = HttpResponse { status, headers, body: body.to_owned() };
+        assert!(
+            response.header("transfer-encoding").is_none(),
+            "expected a Content-Length body, not chunked: {response:?}"
+        );
+        if method != "HEAD"
+            && let Some(length) = response.header("content-length")
+        {
+            assert_eq!(length.parse::<usize>().unwrap(), response.body.len(), "{response:?}");
+        }
+        response
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{method} http://{addr}{path} timed out"))
+}
+
+/// One sample line of the text exposition format.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Every sample line of a scrape as (name, labels, value); comments and blank lines skipped.
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| parse_sample(line).unwrap_or_else(|| panic!("unparsable sample line {line:?}")))
+        .collect()
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+    let name = line[..name_end].to_owned();
+    let mut rest = &line[name_end..];
+    let mut labels = BTreeMap::new();
+    if let Some(inside) = rest.strip_prefix('{') {
+        let mut chars = inside.char_indices().peekable();
+        loop {
+            while chars.next_if(|(_, c)| *c == ',' || *c == ' ').is_some() {}
+            let (start, c) = chars.next()?;
+            if c == '}' {
+                rest = &inside[start + 1..];
+                break;
+            }
+            let mut key = String::from(c);
+            loop {
+                match chars.next()? {
+                    (_, '=') => break,
+                    (_, c) => key.push(c),
+                }
+            }
+            if chars.next()?.1 != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '"' => break,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    c => value.push(c),
+                }
+            }
+            labels.insert(key.trim().to_owned(), value);
+        }
+    }
+    let mut fields = rest.split_whitespace();
+    let value = match fields.next()? {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        number => number.parse().ok()?,
+    };
+    // An optional timestamp, then nothing.
+    if let Some(timestamp) = fields.next() {
+        timestamp.parse::<i64>().ok()?;
+    }
+    (fields.next().is_none() && !name.is_empty()).then_some(Sample { name, labels, value })
+}
+
+/// The value of the one sample named `name` with exactly these labels.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let found: Vec<&Sample> = samples.iter().filter(|s| s.name == name && s.labels == wanted).collect();
+    match found.as_slice() {
+        [one] => one.value,
+        _ => {
+            let same_name: Vec<&Sample> = samples.iter().filter(|s| s.name == name).collect();
+            panic!("{} samples of {name}{wanted:?}; samples named {name}: {same_name:#?}", found.len())
+        }
+    }
+}
+
+/// `grpc_server_handling_seconds` for `labels`: a cumulative bucket per default boundary
+/// plus `+Inf`, which equals `_count` and `count`.
+fn check_histogram(samples: &[Sample], labels: &[(&str, &str)], count: f64) {
+    let name = "grpc_server_handling_seconds";
+    let mut previous = 0.0;
+    let boundaries = DEFAULT_BUCKETS.iter().map(|b| b.to_string()).chain(["+Inf".to_owned()]);
+    for le in boundaries {
+        let bucket = samples
+            .iter()
+            .find(|s| {
+                s.name == format!("{name}_bucket")
+                    && s.labels.get("le").is_some_and(|v| v.parse::<f64>().ok() == le.parse::<f64>().ok())
+                    && labels.iter().all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
+                    && s.labels.len() == labels.len() + 1
+            })
+            .unwrap_or_else(|| panic!("no {name}_bucket{{le=\"{le}\"}} for {labels:?}"));
+        assert!(bucket.value >= previous, "buckets must be cumulative: {bucket:?} after {previous}");
+        previous = bucket.value;
+    }
+    assert_eq!(previous, count, "{name}_bucket{{le=\"+Inf\"}} for {labels:?}");
+    assert_eq!(value(samples, &format!("{name}_count"), labels), count, "{labels:?}");
+    let sum = value(samples, &format!("{name}_sum"), labels);
+    assert!(sum.is_finite() && sum >= 0.0, "{name}_sum for {labels:?}: {sum}");
+    if count == 0.0 {
+        assert_eq!(sum, 0.0);
+    }
+}
