@@ -48,6 +48,8 @@
 //! grpcurl -plaintext -d '{"message":"fail:NotFound"}' 127.0.0.1:50051 grpc.examples.echo.Echo/UnaryEcho
 //! ```
 
+mod support;
+
 use std::{
     error::Error,
     io::{IsTerminal as _, Write as _},
@@ -60,8 +62,7 @@ use tonic::{
     body::Body,
     transport::{Server, server::TcpIncoming},
 };
-use tonic_health::ServingStatus;
-use tonic_metrics::{MethodRegistry, PrometheusExporter, ServerMetricsLayer};
+use tonic_metrics::{PrometheusExporter, ServerMetricsLayer};
 use tonic_metrics_echo::{EchoServer, EchoService};
 use tower::ServiceBuilder;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -140,19 +141,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
         (Some(layer), server, status)
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<EchoServer<EchoService>>().await;
-    health.set_service_status("", ServingStatus::Serving).await;
-
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (health, health_service) = support::health().await;
+    let reflection_v1 = support::reflection_v1()?;
+    let reflection_v1alpha = support::reflection_v1alpha()?;
 
     // One stack for both modes: without metrics, `option_layer(None)` is the identity.
     // The metrics layer wraps the response body; boxing it back into tonic's `Body` gives
@@ -180,8 +171,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
         .serve_with_incoming_shutdown(incoming, async move {
             signals.shutdown().await;
             tracing::info!("shutting down");
-            health.set_not_serving::<EchoServer<EchoService>>().await;
-            health.set_service_status("", ServingStatus::NotServing).await;
+            support::not_serving(&health).await;
         })
         .await;
 
@@ -196,10 +186,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
 /// The registry of every method served here, and the layer recording them (into the
 /// global recorder that `install()` set).
 fn metrics_layer() -> Result<ServerMetricsLayer, tonic_metrics::Error> {
-    let registry = MethodRegistry::from_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET)?
-        .with_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)?
-        .with_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)?
-        .with_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)?;
+    let registry = support::registry()?;
     Ok(ServerMetricsLayer::new().with_registry(registry))
 }
 

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
@@ -217,13 +217,19 @@ impl PrometheusExporter {
     }
 
     /// Validates everything and binds the listener; spawns nothing.
-    fn prepare(&self) -> Result<(tokio::runtime::Handle, PrometheusRecorder, StdTcpListener, Vec<IpNet>), Error> {
+    fn prepare(&self) -> Result<(tokio::runtime::Handle, PrometheusRecorder, TcpListener, Vec<IpNet>), Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let addr = self.listen_addr()?;
         let allowlist = self.allowlist()?;
         let recorder = self.recorder()?;
+        // Everything that can fail about the listener happens here, before any recorder is
+        // installed or task spawned.
         let listener = StdTcpListener::bind(addr)
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+            .and_then(|listener| {
+                let _entered = runtime.enter();
+                TcpListener::from_std(listener)
+            })
             .map_err(|source| Error::Bind { addr, source })?;
         Ok((runtime, recorder, listener, allowlist))
     }
@@ -237,7 +243,7 @@ impl PrometheusExporter {
     /// left running or bound.
     pub fn build(self) -> Result<(PrometheusRecorder, MetricsServer), Error> {
         let (runtime, recorder, listener, allowlist) = self.prepare()?;
-        let server = MetricsServer::spawn(&runtime, listener, recorder.handle(), allowlist, self.upkeep_interval)?;
+        let server = MetricsServer::spawn(&runtime, listener, recorder.handle(), allowlist, self.upkeep_interval);
         Ok((recorder, server))
     }
 
@@ -251,7 +257,7 @@ impl PrometheusExporter {
         let handle = recorder.handle();
         // The listener is bound but not serving yet; on failure it is dropped here.
         metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadyInstalled)?;
-        MetricsServer::spawn(&runtime, listener, handle, allowlist, self.upkeep_interval)
+        Ok(MetricsServer::spawn(&runtime, listener, handle, allowlist, self.upkeep_interval))
     }
 
     /// [`install`](Self::install), but a failure is logged at warn level (through
@@ -282,16 +288,13 @@ pub struct MetricsServer {
 impl MetricsServer {
     fn spawn(
         runtime: &tokio::runtime::Handle,
-        listener: StdTcpListener,
+        listener: TcpListener,
         handle: PrometheusHandle,
         allowlist: Vec<IpNet>,
         upkeep_interval: Duration,
-    ) -> Result<Self, Error> {
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
-        let _entered = runtime.enter();
-        let listener = TcpListener::from_std(listener).map_err(|source| Error::Bind { addr: local_addr, source })?;
+    ) -> Self {
+        // A bound socket always has an address; the fallback only keeps this infallible.
+        let local_addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut tasks = JoinSet::new();
         tasks.spawn_on(serve(listener, handle.clone(), allowlist), runtime);
         let upkeep = handle.clone();
@@ -305,7 +308,7 @@ impl MetricsServer {
             },
             runtime,
         );
-        Ok(Self { local_addr, handle, tasks })
+        Self { local_addr, handle, tasks }
     }
 
     /// The address actually bound (with the real port when port 0 was asked for).
@@ -325,12 +328,16 @@ impl MetricsServer {
 
     /// Stops the listener, its connections and its upkeep task, and frees the port.
     pub async fn shutdown(mut self) {
-        self.tasks.shutdown().await;
+        let mut tasks = std::mem::take(&mut self.tasks);
+        tasks.shutdown().await;
     }
+}
 
-    /// Runs until the listener stops (it only stops on [`shutdown`](Self::shutdown)).
-    pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+impl Drop for MetricsServer {
+    /// Leaves the listener serving for the life of the runtime, so that ignoring the
+    /// handle (`let _ = exporter.install();`) still serves `/metrics`.
+    fn drop(&mut self) {
+        self.tasks.detach_all();
     }
 }
 
@@ -356,7 +363,12 @@ async fn serve(listener: TcpListener, handle: PrometheusHandle, allowlist: Vec<I
                         let response = respond(&request, allowed, &handle);
                         async move { Ok::<_, Infallible>(response) }
                     });
-                    if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                    // A peer that connects and sends nothing is dropped after a while.
+                    let connection = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10))
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(error) = connection.await {
                         tracing::debug!(%error, "metrics listener: connection failed");
                     }
                 });

@@ -109,6 +109,7 @@ impl MetricNames {
     }
 
     /// The histogram names of both sides, for exporters that must set their buckets.
+    #[cfg(feature = "exporter")]
     pub(crate) fn histogram_names() -> [&'static str; 2] {
         [SERVER.handling_seconds, CLIENT.handling_seconds]
     }

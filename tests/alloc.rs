@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use tonic_metrics::{GrpcType, MethodRegistry, ServerMetricsLayer};
+use tonic_metrics::{ClientMetricsLayer, GrpcType, MethodRegistry, ServerMetricsLayer};
 use tower::{Layer, Service, ServiceExt};
 
 struct CountingAllocator;
@@ -153,13 +153,21 @@ fn warm_unary_call_allocates_nothing_in_the_layer_and_records_into_a_late_global
     println!("allocations per unary call: bare {bare_allocations}, with the layer {layered_allocations}");
     assert_eq!(layered_allocations, bare_allocations, "the layer allocated on a warm unary call");
 
+    // The client side: a `Channel` only takes `tonic::body::Body`, so the counting request
+    // body is boxed into one: exactly one allocation per call, and nothing else.
+    let mut client = ClientMetricsLayer::new().layer(Unary);
+    let client_allocations = per_call(&mut client);
+    println!("allocations per unary call through the client layer: {client_allocations}");
+    assert_eq!(client_allocations, bare_allocations + 1, "the client layer allocated more than the request-body box");
+
     let snapshot = snapshotter.snapshot().into_vec();
     let value = |name: &str, code: Option<&str>| {
         snapshot.iter().find_map(|(key, _, _, value)| {
             let key = key.key();
+            let server_side = key.name().starts_with("grpc_server");
             let code_matches =
                 key.labels().find(|l| l.key() == "grpc_code").map(|l| l.value().to_string()).as_deref() == code;
-            (key.name() == name && code_matches).then_some(match value {
+            (server_side && key.name() == name && code_matches).then_some(match value {
                 DebugValue::Counter(n) => *n,
                 DebugValue::Histogram(values) => values.len() as u64,
                 DebugValue::Gauge(_) => 0,

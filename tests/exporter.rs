@@ -79,6 +79,15 @@ async fn port_overflow_fails_the_build() {
 }
 
 #[tokio::test]
+async fn dropping_the_handle_keeps_serving() {
+    let (_recorder, metrics) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
+    let addr = metrics.local_addr();
+    drop(metrics);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(http(addr, "GET", "/metrics").await.status, 200);
+}
+
+#[tokio::test]
 async fn shutdown_frees_the_port() {
     let (_recorder, server) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
     let addr = server.local_addr();
