@@ -121,9 +121,10 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     print_table("Client side (grpc_client_*)", "grpc_client", &samples);
 
     if !args.once {
+        let signals = support::Signals::listen()?;
         println!("Still serving: curl -s http://{metrics_addr}/metrics | grep grpc_   (Ctrl-C to stop)");
         std::io::stdout().flush()?;
-        support::shutdown_signal().await;
+        signals.shutdown().await;
         support::not_serving(&health).await;
     }
     let _ = stop_server.send(());

@@ -58,8 +58,9 @@ use std::{
 };
 
 use clap::Parser;
+use support::Signals;
 use tonic::{
-    body::Body,
+    service::Routes,
     transport::{Server, server::TcpIncoming},
 };
 use tonic_metrics::{PrometheusExporter, ServerMetricsLayer};
@@ -145,35 +146,38 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
     let reflection_v1 = support::reflection_v1()?;
     let reflection_v1alpha = support::reflection_v1alpha()?;
 
-    // One stack for both modes: without metrics, `option_layer(None)` is the identity.
-    // The metrics layer wraps the response body; boxing it back into tonic's `Body` gives
-    // both branches the same response type.
-    let middleware = ServiceBuilder::new()
-        // A `fail:<Code>` answer is the service working as asked, not a server fault: log
-        // failures at debug (RUST_LOG=tower_http=debug) rather than error on every one.
-        .layer(TraceLayer::new_for_grpc().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
-        .option_layer(metrics_layer.map(|layer| {
-            ServiceBuilder::new().map_response(|response: http::Response<_>| response.map(Body::new)).layer(layer)
-        }))
-        .into_inner();
+    let routes = Routes::new(EchoServer::new(EchoService))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    // A `fail:<Code>` answer is the service working as asked, not a server fault: log
+    // failures at debug (RUST_LOG=tower_http=debug) rather than error on every one.
+    let trace = TraceLayer::new_for_grpc().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG));
 
     let signals = Signals::listen()?;
     println!("gRPC listening on {grpc_local}; {metrics_status}");
     std::io::stdout().flush()?;
     tracing::info!(%grpc_local, "serving grpc.examples.echo.Echo, grpc.health.v1.Health and server reflection");
+    let shutdown = async move {
+        signals.shutdown().await;
+        tracing::info!("shutting down");
+        support::not_serving(&health).await;
+    };
 
-    let served = Server::builder()
-        .layer(middleware)
-        .add_service(EchoServer::new(EchoService))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, async move {
-            signals.shutdown().await;
-            tracing::info!("shutting down");
-            support::not_serving(&health).await;
-        })
-        .await;
+    // Two stacks rather than one with an optional layer: each keeps its own response body
+    // type, so the metrics stack pays nothing the `--no-metrics` baseline does not.
+    let served = match metrics_layer {
+        Some(metrics) => {
+            Server::builder()
+                .layer(ServiceBuilder::new().layer(trace).layer(metrics))
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            Server::builder().layer(trace).add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    };
 
     if let Some(server) = metrics_server {
         server.shutdown().await;
@@ -188,52 +192,4 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
 fn metrics_layer() -> Result<ServerMetricsLayer, tonic_metrics::Error> {
     let registry = support::registry()?;
     Ok(ServerMetricsLayer::new().with_registry(registry))
-}
-
-/// Ctrl-C (SIGINT) and SIGTERM, listened for from creation on: a signal sent as soon as
-/// the ready line is printed is already a graceful shutdown.
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn listen() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    #[cfg(unix)]
-    async fn next(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
-
-    #[cfg(not(unix))]
-    async fn next(&mut self) {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Resolves on the first signal; a second one exits at once, in case a client keeps a
-    /// stream open through the graceful shutdown.
-    async fn shutdown(mut self) {
-        self.next().await;
-        tokio::spawn(async move {
-            self.next().await;
-            eprintln!("second signal: exiting without waiting for open streams");
-            std::process::exit(130);
-        });
-    }
 }

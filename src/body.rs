@@ -1,13 +1,12 @@
 //! Body wrappers: message counting from the framing, and the status from the trailers.
 
 use std::{
-    io::IoSlice,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
 };
 
-use bytes::Buf;
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -19,14 +18,6 @@ const GRPC_STATUS: &str = "grpc-status";
 /// The code in a `grpc-status` header or trailer, if present.
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
     headers.get(GRPC_STATUS).map(|value| GrpcCode::from_header_value(value.as_bytes()))
-}
-
-fn count_frames<D: Buf>(frames: &mut FrameCounter, data: &D) -> u64 {
-    // tonic and hyper hand over contiguous `Bytes`, so this is one slice; a chained
-    // buffer is read through up to 16 slices on the stack, never copied.
-    let mut slices = [IoSlice::new(&[]); 16];
-    let filled = data.chunks_vectored(&mut slices);
-    slices[..filled].iter().map(|slice| frames.feed(slice)).sum()
 }
 
 pin_project! {
@@ -52,7 +43,7 @@ impl<B> RequestBody<B> {
     }
 }
 
-impl<B: Body> Body for RequestBody<B> {
+impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -62,7 +53,7 @@ impl<B: Body> Body for RequestBody<B> {
         if let (Some(Ok(frame)), Some(method)) = (&frame, this.method.as_ref())
             && let Some(data) = frame.data_ref()
         {
-            let count = count_frames(this.frames, data);
+            let count = this.frames.feed(data);
             if count > 0 {
                 method.record_request_messages(count);
             }
@@ -113,22 +104,27 @@ impl<B: Default> Default for ResponseBody<B> {
 
 impl<B> Body for ResponseBody<B>
 where
-    B: Body,
+    B: Body<Data = Bytes>,
     B::Error: 'static,
 {
     type Data = B::Data;
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
         let Some(call) = this.call.as_mut() else {
             return Poll::Ready(frame);
         };
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    call.record_response_messages(count_frames(this.frames, data));
+                    call.record_response_messages(this.frames.feed(data));
+                    // A body that says it is over may never be polled again, so a missing
+                    // status must be settled now rather than read as a drop.
+                    if this.inner.is_end_stream() {
+                        call.finish(GrpcCode::Unknown);
+                    }
                 } else if let Some(trailers) = frame.trailers_ref() {
                     call.finish(grpc_status(trailers).unwrap_or(GrpcCode::Unknown));
                 }

@@ -38,6 +38,9 @@ use crate::{
     names::{self, MetricNames},
 };
 
+/// Open `/metrics` connections served at once; further ones are closed on accept.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Content type of the Prometheus text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -356,6 +359,13 @@ async fn serve(listener: TcpListener, handle: PrometheusHandle, allowlist: Vec<I
                         continue;
                     }
                 };
+                if connections.len() >= MAX_CONNECTIONS {
+                    // Scrapers open one connection at a time; many at once is abuse, and
+                    // closing the newest keeps memory bounded.
+                    tracing::debug!(%peer, "metrics listener: too many open connections, closing");
+                    drop(stream);
+                    continue;
+                }
                 let allowed = allowlist.is_empty() || allowlist.iter().any(|net| net.contains(&peer.ip()));
                 let handle = handle.clone();
                 connections.spawn(async move {
@@ -398,8 +408,13 @@ fn respond(request: &Request<Incoming>, allowed: bool, handle: &PrometheusHandle
     }
     match request.uri().path() {
         "/metrics" => {
-            let body = if request.method() == Method::HEAD { Bytes::new() } else { Bytes::from(handle.render()) };
-            reply(StatusCode::OK, TEXT_FORMAT, body)
+            let text = Bytes::from(handle.render());
+            let length = header::HeaderValue::from(text.len());
+            // HEAD gets the Content-Length a GET would, and no body.
+            let body = if request.method() == Method::HEAD { Bytes::new() } else { text };
+            let mut response = reply(StatusCode::OK, TEXT_FORMAT, body);
+            response.headers_mut().insert(header::CONTENT_LENGTH, length);
+            response
         }
         "/health" | "/healthz" => text(StatusCode::OK, "OK\n"),
         "/" => text(StatusCode::OK, "tonic-metrics exporter: scrape /metrics\n"),

@@ -7,24 +7,24 @@
 
 #![cfg(feature = "exporter")]
 
+mod common;
+
+use common::{ECHO, TestServer, echo_registry};
+
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, TcpListener as StdTcpListener},
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::oneshot,
-    task::JoinHandle,
+use tokio::net::TcpStream;
+use tokio_stream::StreamExt;
+use tonic_metrics::{Error, PrometheusExporter, ServerMetricsLayer, names::DEFAULT_BUCKETS};
+use tonic_metrics_echo::{
+    EchoClient, EchoRequest, STREAM_RESPONSES,
+    exposition::{self, HttpResponse, Sample},
 };
-use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
-use tonic::transport::Server;
-use tonic_metrics::{Error, MethodRegistry, PrometheusExporter, ServerMetricsLayer, names::DEFAULT_BUCKETS};
-use tonic_metrics_echo::{EchoClient, EchoRequest, EchoServer, EchoService, STREAM_RESPONSES};
 
-const ECHO: &str = "grpc.examples.echo.Echo";
 /// Upper bound on any single network step, so a regression fails instead of hanging.
 const STEP: Duration = Duration::from_secs(10);
 
@@ -76,6 +76,33 @@ fn port_overflow_and_listen_addr_derivation() {
 async fn port_overflow_fails_the_build() {
     let error = build_err(PrometheusExporter::for_grpc_addr("127.0.0.1:65535".parse().unwrap()));
     assert!(matches!(error, Error::PortOverflow { grpc_port: 65535 }), "{error:?}");
+}
+
+#[tokio::test]
+async fn idle_connections_are_bounded_and_the_listener_recovers() {
+    use tokio::io::AsyncReadExt;
+    let (_recorder, server) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
+    let addr = server.local_addr();
+    // 64 connections that never send a request hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(STEP, extra.read(&mut buf)).await.expect("the extra connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "the 65th connection must be closed, got {read:?}");
+    drop(idle);
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), exposition::http_request(addr, "GET", "/metrics")).await {
+            Ok(Ok(response)) if response.status == 200 => break,
+            _ => assert!(std::time::Instant::now() < deadline, "the listener did not recover"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -177,8 +204,9 @@ async fn allowlist_forbids_other_addresses() {
 
 #[tokio::test]
 async fn scrape_endpoint_speaks_http() {
-    let (_recorder, server) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
+    let (recorder, server) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
     let addr = server.local_addr();
+    metrics::with_local_recorder(&recorder, || metrics::counter!("probe_total").increment(1));
 
     let ok = http(addr, "GET", "/metrics").await;
     assert_eq!(ok.status, 200, "{ok:?}");
@@ -194,6 +222,8 @@ async fn scrape_endpoint_speaks_http() {
     let head = http(addr, "HEAD", "/metrics").await;
     assert_eq!(head.status, 200, "{head:?}");
     assert!(head.body.is_empty(), "{head:?}");
+    let length: usize = head.header("content-length").expect("HEAD keeps Content-Length").parse().unwrap();
+    assert_eq!(length, ok.body.len(), "HEAD announces what GET sends: {head:?}");
 
     server.shutdown().await;
 }
@@ -201,8 +231,8 @@ async fn scrape_endpoint_speaks_http() {
 #[tokio::test]
 async fn scrape_after_real_traffic_has_exact_values() {
     let (recorder, metrics) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
-    let registry = MethodRegistry::from_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET).unwrap();
-    let grpc = EchoGrpc::start(ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder)).await;
+    let registry = echo_registry();
+    let grpc = TestServer::start(ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder)).await;
     drive_traffic(grpc.addr).await;
 
     let response = http(metrics.local_addr(), "GET", "/metrics").await;
@@ -212,7 +242,7 @@ async fn scrape_after_real_traffic_has_exact_values() {
         "{response:?}"
     );
     let text = &response.body;
-    let samples = parse_exposition(text);
+    let samples = exposition::parse(text).unwrap();
 
     let unary = [("grpc_type", "unary"), ("grpc_service", ECHO), ("grpc_method", "UnaryEcho")];
     let stream = [("grpc_type", "server_stream"), ("grpc_service", ECHO), ("grpc_method", "ServerStreamingEcho")];
@@ -276,8 +306,8 @@ async fn promtool_accepts_a_real_scrape() {
         return;
     };
     let (recorder, metrics) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
-    let registry = MethodRegistry::from_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET).unwrap();
-    let grpc = EchoGrpc::start(ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder)).await;
+    let registry = echo_registry();
+    let grpc = TestServer::start(ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder)).await;
     drive_traffic(grpc.addr).await;
     let response = http(metrics.local_addr(), "GET", "/metrics").await;
     assert_eq!(response.status, 200, "{response:?}");
@@ -311,24 +341,6 @@ async fn promtool_accepts_a_real_scrape() {
     metrics.shutdown().await;
 }
 
-#[test]
-fn exposition_parser_reads_labels_and_special_values() {
-    let text = "# HELP x A thing.\n# TYPE x counter\n\
-                x 1\n\
-                y{a=\"1\",b=\"q\\\"uo,te}\\\\\"} 2.5 1700000000000\n\
-                z_bucket{le=\"+Inf\"} +Inf\n\
-                w{} NaN\n";
-    let samples = parse_exposition(text);
-    assert_eq!(samples.len(), 4);
-    assert_eq!((samples[0].name.as_str(), samples[0].value), ("x", 1.0));
-    assert!(samples[0].labels.is_empty());
-    assert_eq!(samples[1].labels["b"], "q\"uo,te}\\");
-    assert_eq!(samples[1].value, 2.5);
-    assert_eq!(samples[2].labels["le"], "+Inf");
-    assert_eq!(samples[2].value, f64::INFINITY);
-    assert!(samples[3].value.is_nan());
-}
-
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
@@ -344,35 +356,6 @@ fn build_err(exporter: PrometheusExporter) -> Error {
 /// A 127.0.0.1 address whose port was free a moment ago.
 fn free_port() -> SocketAddr {
     StdTcpListener::bind(localhost0()).unwrap().local_addr().unwrap()
-}
-
-/// The echo service behind a metrics layer, on an ephemeral 127.0.0.1 port.
-struct EchoGrpc {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl EchoGrpc {
-    async fn start(layer: ServerMetricsLayer) -> Self {
-        let listener = TcpListener::bind(localhost0()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(
-            Server::builder().layer(layer).add_service(EchoServer::new(EchoService)).serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ),
-        );
-        Self { addr, stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(STEP, self.task).await.expect("gRPC server shutdown").unwrap().unwrap();
-    }
 }
 
 /// 3 UnaryEcho OK, 1 UnaryEcho `fail:NotFound`, 1 plain ServerStreamingEcho (5 responses).
@@ -400,125 +383,20 @@ async fn drive_traffic(addr: SocketAddr) {
     .expect("gRPC traffic timed out");
 }
 
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// A bare HTTP/1.1 request with `Connection: close`, read to EOF.
+/// A bare HTTP/1.1 request (`Connection: close`, read to EOF), bounded in time, whose
+/// body must be sent with an exact `Content-Length`.
 async fn http(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
-    tokio::time::timeout(STEP, async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.unwrap();
-        let raw = String::from_utf8(raw).expect("UTF-8 response");
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of headers: {raw:?}"));
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap();
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let headers: Vec<(String, String)> = lines
-            .map(|line| {
-                let (k, v) = line.split_once(':').unwrap_or_else(|| panic!("bad header {line:?}"));
-                (k.trim().to_owned(), v.trim().to_owned())
-            })
-            .collect();
-        let response = HttpResponse { status, headers, body: body.to_owned() };
-        assert!(
-            response.header("transfer-encoding").is_none(),
-            "expected a Content-Length body, not chunked: {response:?}"
-        );
-        if method != "HEAD"
-            && let Some(length) = response.header("content-length")
-        {
-            assert_eq!(length.parse::<usize>().unwrap(), response.body.len(), "{response:?}");
-        }
-        response
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{method} http://{addr}{path} timed out"))
-}
-
-/// One sample line of the text exposition format.
-#[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Every sample line of a scrape as (name, labels, value); comments and blank lines skipped.
-fn parse_exposition(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
-        .map(|line| parse_sample(line).unwrap_or_else(|| panic!("unparsable sample line {line:?}")))
-        .collect()
-}
-
-fn parse_sample(line: &str) -> Option<Sample> {
-    let name_end = line.find(['{', ' ']).unwrap_or(line.len());
-    let name = line[..name_end].to_owned();
-    let mut rest = &line[name_end..];
-    let mut labels = BTreeMap::new();
-    if let Some(inside) = rest.strip_prefix('{') {
-        let mut chars = inside.char_indices().peekable();
-        loop {
-            while chars.next_if(|(_, c)| *c == ',' || *c == ' ').is_some() {}
-            let (start, c) = chars.next()?;
-            if c == '}' {
-                rest = &inside[start + 1..];
-                break;
-            }
-            let mut key = String::from(c);
-            loop {
-                match chars.next()? {
-                    (_, '=') => break,
-                    (_, c) => key.push(c),
-                }
-            }
-            if chars.next()?.1 != '"' {
-                return None;
-            }
-            let mut value = String::new();
-            loop {
-                match chars.next()?.1 {
-                    '"' => break,
-                    '\\' => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        other => value.push(other),
-                    },
-                    c => value.push(c),
-                }
-            }
-            labels.insert(key.trim().to_owned(), value);
-        }
+    let response = tokio::time::timeout(STEP, exposition::http_request(addr, method, path))
+        .await
+        .unwrap_or_else(|_| panic!("{method} http://{addr}{path} timed out"))
+        .unwrap_or_else(|error| panic!("{method} http://{addr}{path}: {error}"));
+    assert!(response.header("transfer-encoding").is_none(), "expected a Content-Length body: {response:?}");
+    if method != "HEAD"
+        && let Some(length) = response.header("content-length")
+    {
+        assert_eq!(length.parse::<usize>().unwrap(), response.body.len(), "{response:?}");
     }
-    let mut fields = rest.split_whitespace();
-    let value = match fields.next()? {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        number => number.parse().ok()?,
-    };
-    // An optional timestamp, then nothing.
-    if let Some(timestamp) = fields.next() {
-        timestamp.parse::<i64>().ok()?;
-    }
-    (fields.next().is_none() && !name.is_empty()).then_some(Sample { name, labels, value })
+    response
 }
 
 /// The value of the one sample named `name` with exactly these labels.

@@ -316,3 +316,41 @@ proptest! {
         prop_assert_eq!(handled(&m, "OK"), Some(1));
     }
 }
+
+/// A body that reports its end right after its only data frame, with no trailers: hyper
+/// stops polling such a body and drops it.
+struct EndsAfterData(Option<Bytes>);
+
+impl http_body::Body for EndsAfterData {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_ends_without_trailers_and_is_dropped_is_unknown_not_canceled() {
+    let (recorder, m) = Recorded::new();
+    let layer = ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(recorder);
+    let service =
+        ServiceBuilder::new().layer(layer).service(tower::service_fn(|_: Request<RequestBody<TestBody>>| async {
+            Ok::<_, Infallible>(Response::new(EndsAfterData(Some(Bytes::from(frame(b"only"))))))
+        }));
+    let response = service.oneshot(request(vec![])).await.unwrap();
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    assert!(http_body::Body::is_end_stream(&body));
+    drop(body); // as hyper does once the body says it is over
+    assert_eq!(handled(&m, "Unknown"), Some(1));
+    assert_eq!(m.counter_sum(SERVER_HANDLED), 1);
+    assert_eq!(m.counter(SERVER_MSG_SENT, &unary()), Some(1));
+}

@@ -96,12 +96,10 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
 }
 
 fn parse_line(line: &str) -> Option<Sample> {
-    let (name, rest) = match line.find(['{', ' ']) {
-        Some(i) => line.split_at(i),
-        None => return None,
-    };
+    let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+    let name = &line[..name_end];
+    let mut rest = &line[name_end..];
     let mut labels = BTreeMap::new();
-    let mut rest = rest;
     if let Some(mut inner) = rest.strip_prefix('{') {
         loop {
             inner = inner.trim_start_matches([',', ' ']);
@@ -127,13 +125,18 @@ fn parse_line(line: &str) -> Option<Sample> {
             inner = &after[end + 1..];
         }
     }
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
+    let mut fields = rest.split_whitespace();
+    let value = match fields.next()? {
         "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
         other => other.parse().ok()?,
     };
-    Some(Sample { name: name.to_string(), labels, value })
+    // An optional timestamp in milliseconds, then nothing.
+    if let Some(timestamp) = fields.next() {
+        timestamp.parse::<i64>().ok()?;
+    }
+    (fields.next().is_none() && !name.is_empty()).then(|| Sample { name: name.to_string(), labels, value })
 }
 
 /// The sum of the samples named `name` whose labels include every pair of `selector`.
@@ -202,13 +205,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_labels_and_values() {
-        let text = "# HELP x y\nx_total{a=\"1\",b=\"q\\\"uote\"} 3\nplain 4.5\nh_bucket{le=\"+Inf\"} 2\n";
+    fn parses_labels_and_special_values() {
+        let text = "# HELP x A thing.\n# TYPE x counter\n\
+                    x 1\n\
+                    y{a=\"1\",b=\"q\\\"uo,te}\\\\\"} 2.5 1700000000000\n\
+                    z_bucket{le=\"+Inf\"} +Inf\n\
+                    w{} NaN\n";
         let samples = parse(text).unwrap();
-        assert_eq!(samples.len(), 3);
-        assert_eq!(samples[0].labels["b"], "q\"uote");
-        assert_eq!(samples[1].value, 4.5);
+        assert_eq!(samples.len(), 4);
+        assert_eq!((samples[0].name.as_str(), samples[0].value), ("x", 1.0));
+        assert!(samples[0].labels.is_empty());
+        assert_eq!(samples[1].labels["b"], "q\"uo,te}\\");
+        assert_eq!(samples[1].value, 2.5);
         assert_eq!(samples[2].labels["le"], "+Inf");
+        assert_eq!(samples[2].value, f64::INFINITY);
+        assert!(samples[3].value.is_nan());
+    }
+
+    #[test]
+    fn rejects_malformed_lines() {
+        for bad in ["x", "x{a=\"1\"", "x{a=1} 2", "x 1 2 3", "x one", "{a=\"1\"} 2", "x 1 notatime"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

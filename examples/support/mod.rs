@@ -1,6 +1,5 @@
 //! Pieces the examples share: the services the example server exposes, their method
 //! registry, and shutdown on Ctrl-C / SIGTERM.
-#![allow(dead_code)]
 
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
 use tonic_metrics::MethodRegistry;
@@ -53,40 +52,50 @@ pub fn reflection_v1alpha() -> Result<
     reflection().build_v1alpha()
 }
 
-/// Resolves on the first Ctrl-C (or SIGTERM on unix); a second one exits at once, in case
-/// a client keeps a stream open through the graceful shutdown.
-pub async fn shutdown_signal() {
-    signal().await;
-    tokio::spawn(async {
-        signal().await;
-        eprintln!("second signal: exiting without waiting for open streams");
-        std::process::exit(130);
-    });
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from creation on: a signal sent as soon as
+/// the ready line is printed is already a graceful shutdown.
+pub struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
 }
 
-async fn signal() {
-    let ctrl_c = async {
+impl Signals {
+    pub fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    #[cfg(unix)]
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    }
+
+    /// Resolves on the first signal; a second one exits at once, in case a client keeps a
+    /// stream open through the graceful shutdown.
+    pub async fn shutdown(mut self) {
+        self.next().await;
+        tokio::spawn(async move {
+            self.next().await;
+            eprintln!("second signal: exiting without waiting for open streams");
+            std::process::exit(130);
+        });
     }
 }
