@@ -80,8 +80,10 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let listener = TcpListener::bind(grpc_addr)
         .await
         .map_err(|e| format!("cannot listen for gRPC on {grpc_addr}: {e}; pick another with --port"))?;
-    let grpc_addr = listener.local_addr()?;
+    // The metrics port follows the port asked for, not the one bound: with `--port 0` both
+    // are ephemeral (bound port + 1 may belong to someone else).
     let mut exporter = PrometheusExporter::for_grpc_addr(grpc_addr);
+    let grpc_addr = listener.local_addr()?;
     if let Some(port) = args.metrics_port {
         exporter = exporter.with_port(port);
     }
