@@ -3,7 +3,7 @@
 //! port.
 //!
 //! ```text
-//! cargo run --release --example server -- [--host H] [--port P] [--metrics-port M] [--no-metrics]
+//! cargo run --release --example server -- [--host H] [--port P] [--metrics-port M] [--no-metrics] [--otel]
 //! ```
 //!
 //! | flag               | default     | meaning                                                         |
@@ -12,6 +12,7 @@
 //! | `--port P`         | `50051`     | gRPC port (`0`: an ephemeral port, printed at startup)          |
 //! | `--metrics-port M` | `P + 1`     | `/metrics` port                                                 |
 //! | `--no-metrics`     | off         | the same server without the metrics layer nor the `/metrics` listener: a baseline for load tests |
+//! | `--otel`           | off         | OpenTelemetry naming: `rpc_server_call_duration_seconds` instead of `grpc_server_*` |
 //!
 //! Once both listeners are up, the server prints one line to stdout, such as
 //!
@@ -63,7 +64,7 @@ use tonic::{
     service::Routes,
     transport::{Server, server::TcpIncoming},
 };
-use tonic_metrics::{PrometheusExporter, ServerMetricsLayer};
+use tonic_metrics::{Naming, PrometheusExporter, ServerMetricsLayer};
 use tonic_metrics_echo::{EchoServer, EchoService};
 use tower::ServiceBuilder;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -88,6 +89,10 @@ struct Args {
     /// Serve gRPC without the metrics layer nor the /metrics listener (a load-test baseline).
     #[arg(long)]
     no_metrics: bool,
+
+    /// Record OpenTelemetry's rpc.server.call.duration instead of the go-grpc-prometheus family.
+    #[arg(long, conflicts_with = "no_metrics")]
+    otel: bool,
 }
 
 #[tokio::main]
@@ -123,8 +128,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
     let (metrics_layer, metrics_server, metrics_status) = if args.no_metrics {
         (None, None, "metrics disabled".to_owned())
     } else {
-        let layer = metrics_layer()?;
-        let mut exporter = PrometheusExporter::for_grpc_addr(grpc_addr);
+        let naming = if args.otel { Naming::OpenTelemetry } else { Naming::GoGrpcPrometheus };
+        let layer = metrics_layer(naming)?;
+        let mut exporter = PrometheusExporter::for_grpc_addr(grpc_addr).with_naming(naming);
         if let Some(port) = args.metrics_port {
             exporter = exporter.with_port(port);
         }
@@ -189,7 +195,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
 
 /// The registry of every method served here, and the layer recording them (into the
 /// global recorder that `install()` set).
-fn metrics_layer() -> Result<ServerMetricsLayer, tonic_metrics::Error> {
+fn metrics_layer(naming: Naming) -> Result<ServerMetricsLayer, tonic_metrics::Error> {
     let registry = support::registry()?;
-    Ok(ServerMetricsLayer::new().with_registry(registry))
+    Ok(ServerMetricsLayer::new().with_registry(registry).with_naming(naming))
 }

@@ -12,17 +12,17 @@ use crate::{
     call::Call,
     future::{BoxErrorFuture, ResponseFuture},
     layer::{GrpcMetrics, Side, sealed},
-    names::{CLIENT, MetricNames},
 };
 
 /// Marker for the client side: records `grpc_client_*`, naming each RPC from the
 /// `tonic::GrpcMethod` extension that generated clients set (falling back to the path).
 ///
 /// The request body counts `grpc_client_msg_sent_total`, the response body
-/// `grpc_client_msg_received_total`. An error from the inner service is read as tonic
-/// reads it: a `tonic::Status` in its source chain gives its code, tonic's
-/// `TimeoutExpired` is `Canceled` (what the caller sees), anything else (connection
-/// refused or reset) is `Unavailable`. The service's error type is [`BoxError`].
+/// `grpc_client_msg_received_total`. An error from the inner service is turned into the
+/// `tonic::Status` tonic's client gives the caller (`Status::from_error`), and its code is
+/// recorded: a refused connection is `Unavailable`, tonic's `TimeoutExpired` `Canceled`, an
+/// HTTP/2 reset by its reason (`CANCEL` is `Canceled`), a connection lost mid-call
+/// `Unknown`. The service's error type is [`BoxError`] (holding that `Status`).
 ///
 /// The inner service takes `tonic::body::Body`, as a `Channel` does, so the counting
 /// request body is boxed into one.
@@ -30,9 +30,7 @@ use crate::{
 pub struct Client;
 
 impl sealed::Sealed for Client {
-    fn names() -> &'static MetricNames {
-        &CLIENT
-    }
+    const IS_SERVER: bool = false;
 }
 
 impl Side for Client {}

@@ -134,6 +134,30 @@ impl GrpcCode {
         }
     }
 
+    /// The canonical upper-snake-case name (`OK`, `CANCELLED`, `DEADLINE_EXCEEDED`, ...), as
+    /// OpenTelemetry's `rpc.response.status_code` and the gRPC docs spell it.
+    pub const fn as_canonical_str(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::Canceled => "CANCELLED",
+            Self::Unknown => "UNKNOWN",
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Aborted => "ABORTED",
+            Self::OutOfRange => "OUT_OF_RANGE",
+            Self::Unimplemented => "UNIMPLEMENTED",
+            Self::Internal => "INTERNAL",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::DataLoss => "DATA_LOSS",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+
     /// Parses Go's spelling (as [`as_str`](Self::as_str) writes it) or a decimal number.
     pub fn from_name(name: &str) -> Option<Self> {
         if let Ok(value) = name.parse::<i32>() {
@@ -203,5 +227,20 @@ mod tests {
         assert_eq!(GrpcCode::Canceled.as_str(), "Canceled");
         assert_eq!(GrpcCode::from_name("Cancelled"), None);
         assert_eq!(GrpcCode::from_name("16"), Some(GrpcCode::Unauthenticated));
+    }
+
+    #[test]
+    fn canonical_names_are_upper_snake_case_with_the_double_l() {
+        for code in GrpcCode::ALL {
+            let mut snake = String::new();
+            for (i, c) in code.as_str().chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 && code != GrpcCode::Ok {
+                    snake.push('_');
+                }
+                snake.push(c.to_ascii_uppercase());
+            }
+            let expected = if code == GrpcCode::Canceled { "CANCELLED".to_owned() } else { snake };
+            assert_eq!(code.as_canonical_str(), expected);
+        }
     }
 }

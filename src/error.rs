@@ -58,6 +58,29 @@ pub enum Error {
     #[error("invalid histogram buckets {0:?}: give at least one finite boundary, in strictly increasing order")]
     InvalidBuckets(Vec<f64>),
 
+    /// The Pushgateway URL is not one this crate can push to.
+    #[cfg(feature = "push-gateway")]
+    #[error(
+        "invalid Pushgateway endpoint {endpoint:?}: {reason}; give http://HOST:9091/metrics/job/JOB \
+         (optionally followed by /LABEL/VALUE pairs)"
+    )]
+    InvalidPushGatewayEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A push to the Pushgateway failed.
+    #[cfg(feature = "push-gateway")]
+    #[error("pushing metrics to {endpoint} failed: {reason}; is the Pushgateway running and reachable from here?")]
+    Push {
+        /// The endpoint pushed to.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// An IP allowlist entry is neither an address nor a CIDR network.
     #[cfg(feature = "exporter")]
     #[error("invalid allowlist entry {0:?}: give an IP address (127.0.0.1) or a network (10.0.0.0/8)")]

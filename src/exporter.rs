@@ -35,7 +35,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 
 use crate::{
     Error,
-    names::{self, MetricNames},
+    names::{self, MetricNames, Naming},
 };
 
 /// Open `/metrics` connections served at once; further ones are closed on accept.
@@ -54,14 +54,16 @@ enum ListenAddr {
 
 /// Builder for the `/metrics` HTTP listener and its Prometheus recorder.
 ///
-/// Histograms get real buckets (Prometheus' defaults, .005 s to 10 s), so
-/// `grpc_*_handling_seconds` render as `_bucket` series that aggregate across replicas,
-/// never as summaries. Every metric of this crate is described, so the output passes
+/// Histograms get real buckets (Prometheus' defaults, .005 s to 10 s, for
+/// `grpc_*_handling_seconds`; OpenTelemetry's advice for `rpc.*.call.duration`), so they
+/// render as `_bucket` series that aggregate across replicas, never as summaries. Every metric of this crate is described, so the output passes
 /// `promtool check metrics`.
 #[derive(Clone)]
 pub struct PrometheusExporter {
     listen: ListenAddr,
-    buckets: Vec<f64>,
+    /// `None`: each histogram gets its naming scheme's default buckets.
+    buckets: Option<Vec<f64>>,
+    naming: Naming,
     allowlist: Vec<String>,
     global_labels: Vec<(String, String)>,
     idle_timeout: Option<Duration>,
@@ -73,6 +75,7 @@ impl fmt::Debug for PrometheusExporter {
         f.debug_struct("PrometheusExporter")
             .field("listen", &self.listen)
             .field("buckets", &self.buckets)
+            .field("naming", &self.naming)
             .field("allowlist", &self.allowlist)
             .field("global_labels", &self.global_labels)
             .field("idle_timeout", &self.idle_timeout)
@@ -91,7 +94,8 @@ impl PrometheusExporter {
     pub fn new() -> Self {
         Self {
             listen: ListenAddr::Exactly(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9000)),
-            buckets: names::DEFAULT_BUCKETS.to_vec(),
+            buckets: None,
+            naming: Naming::GoGrpcPrometheus,
             allowlist: Vec::new(),
             global_labels: Vec::new(),
             idle_timeout: None,
@@ -135,16 +139,38 @@ impl PrometheusExporter {
         self
     }
 
-    /// Bucket boundaries in seconds for this crate's histograms (default:
-    /// [`DEFAULT_BUCKETS`](crate::names::DEFAULT_BUCKETS)).
+    /// Bucket boundaries in seconds for all of this crate's histograms (default:
+    /// [`DEFAULT_BUCKETS`](crate::names::DEFAULT_BUCKETS) for `grpc_*_handling_seconds`,
+    /// [`OTEL_BUCKETS`](crate::names::OTEL_BUCKETS) for `rpc.*.call.duration`).
     pub fn with_buckets(mut self, buckets: &[f64]) -> Self {
-        self.buckets = buckets.to_vec();
+        self.buckets = Some(buckets.to_vec());
         self
     }
 
-    /// OpenTelemetry's bucket advice ([`OTEL_BUCKETS`](crate::names::OTEL_BUCKETS)).
+    /// OpenTelemetry's bucket advice ([`OTEL_BUCKETS`](crate::names::OTEL_BUCKETS)) for
+    /// all of this crate's histograms.
     pub fn with_otel_buckets(self) -> Self {
         self.with_buckets(names::OTEL_BUCKETS)
+    }
+
+    /// Renders metric names as the layers' [`Naming`] scheme expects. For
+    /// [`Naming::OpenTelemetry`] this turns on the exporter's unit suffixes, so
+    /// `rpc.server.call.duration` (unit: seconds) renders as
+    /// `rpc_server_call_duration_seconds`, as OpenTelemetry's own Prometheus translation
+    /// names it. (This is `metrics-exporter-prometheus`' recommended naming: unit suffixes
+    /// for every metric described with a unit, and `_total` on every counter. This crate's
+    /// go-grpc-prometheus names already end in both and do not change; yours may.)
+    ///
+    /// ```
+    /// use tonic_metrics::{Naming, PrometheusExporter, ServerMetricsLayer};
+    ///
+    /// let exporter = PrometheusExporter::new().with_naming(Naming::OpenTelemetry);
+    /// let layer = ServerMetricsLayer::new().with_naming(Naming::OpenTelemetry);
+    /// # drop((exporter, layer));
+    /// ```
+    pub fn with_naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
     }
 
     /// Answers scrapes only from this address or network (`"10.0.0.0/8"`, `"::1"`);
@@ -183,18 +209,22 @@ impl PrometheusExporter {
         }
     }
 
-    fn recorder(&self) -> Result<PrometheusRecorder, Error> {
-        let buckets_ok = !self.buckets.is_empty()
-            && self.buckets.iter().all(|b| b.is_finite())
-            && self.buckets.windows(2).all(|w| w[0] < w[1]);
-        if !buckets_ok {
-            return Err(Error::InvalidBuckets(self.buckets.clone()));
+    pub(crate) fn recorder(&self) -> Result<PrometheusRecorder, Error> {
+        if let Some(buckets) = &self.buckets {
+            let buckets_ok =
+                !buckets.is_empty() && buckets.iter().all(|b| b.is_finite()) && buckets.windows(2).all(|w| w[0] < w[1]);
+            if !buckets_ok {
+                return Err(Error::InvalidBuckets(buckets.clone()));
+            }
         }
-        let mut builder = PrometheusBuilder::new();
-        for name in MetricNames::histogram_names() {
+        // Prometheus' recommended naming adds unit suffixes (and `_total`, which the
+        // go-grpc-prometheus counters already carry, so their names do not change).
+        let mut builder = PrometheusBuilder::new().with_recommended_naming(self.naming == Naming::OpenTelemetry);
+        for (name, default_buckets) in MetricNames::histograms() {
+            let buckets = self.buckets.as_deref().unwrap_or(default_buckets);
             builder = builder
-                .set_buckets_for_metric(Matcher::Full(name.to_owned()), &self.buckets)
-                .map_err(|_| Error::InvalidBuckets(self.buckets.clone()))?;
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                .map_err(|_| Error::InvalidBuckets(buckets.to_vec()))?;
         }
         for (key, value) in &self.global_labels {
             builder = builder.add_global_label(key, value);

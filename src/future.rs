@@ -27,8 +27,9 @@ pin_project! {
 }
 
 pin_project! {
-    /// The inner future of the client side, with its error boxed so that the layer can
-    /// read tonic's transport errors (timeouts, connection failures) the way tonic does.
+    /// The inner future of the client side, with its error turned into the
+    /// `tonic::Status` (boxed) that tonic's client gives the caller, so that the layer
+    /// records the code the caller sees.
     #[derive(Debug)]
     pub struct BoxErrorFuture<F> {
         #[pin]
@@ -50,7 +51,11 @@ where
     type Output = Result<T, crate::BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx).map_err(Into::into)
+        // Turn the error into the `Status` tonic's client will hand the caller (an h2
+        // RST_STREAM(CANCEL) is `Cancelled`, a connection lost mid-call `Unknown`, a refused
+        // connection `Unavailable`), so the layer records the code the caller sees. tonic
+        // passes a `Status` through unchanged, and keeps any other error as its source.
+        self.project().inner.poll(cx).map_err(|error| Box::new(tonic::Status::from_error(error.into())) as _)
     }
 }
 

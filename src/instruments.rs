@@ -7,15 +7,19 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
+    hash::{BuildHasherDefault, Hasher},
     sync::{Arc, OnceLock, RwLock},
     time::Duration,
 };
 
-use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder, SharedString};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 
 use crate::{
     code::GrpcCode,
-    names::{LABEL_CODE, LABEL_METHOD, LABEL_SERVICE, LABEL_TYPE, MetricNames, UNKNOWN},
+    names::{
+        LABEL_CODE, LABEL_METHOD, LABEL_SERVICE, LABEL_TYPE, MetricNames, Naming, OTEL_ATTR_METHOD,
+        OTEL_ATTR_STATUS_CODE, OTEL_ATTR_SYSTEM_NAME, OTEL_OTHER_METHOD, UNKNOWN,
+    },
     registry::{GrpcType, MethodRegistry},
 };
 
@@ -100,6 +104,7 @@ pub(crate) struct Config {
     pub registry: Option<MethodRegistry>,
     pub max_methods: usize,
     pub code_on_histogram: bool,
+    pub naming: Naming,
     pub recorder: RecorderRef,
     pub filter: MethodFilter,
 }
@@ -110,6 +115,7 @@ impl Default for Config {
             registry: None,
             max_methods: DEFAULT_MAX_METHODS,
             code_on_histogram: false,
+            naming: Naming::GoGrpcPrometheus,
             recorder: RecorderRef::Global,
             filter: MethodFilter::default(),
         }
@@ -147,7 +153,7 @@ struct Handles {
 /// One method's labels and lazily resolved metric handles.
 pub(crate) struct MethodInstruments {
     binder: Arc<Binder>,
-    labels: [Label; 3],
+    labels: Box<[Label]>,
     handles: OnceLock<Handles>,
 }
 
@@ -158,33 +164,60 @@ impl fmt::Debug for MethodInstruments {
 }
 
 impl MethodInstruments {
-    fn new(binder: Arc<Binder>, kind: GrpcType, service: SharedString, method: SharedString) -> Self {
-        let labels = [
-            Label::from_static_parts(LABEL_TYPE, kind.as_str()),
-            Label::new(LABEL_SERVICE, service),
-            Label::new(LABEL_METHOD, method),
-        ];
+    /// The instruments of a named method (`None`: the method the layer will not name).
+    fn new(binder: Arc<Binder>, kind: GrpcType, name: Option<(&str, &str)>) -> Self {
+        let labels: Box<[Label]> = match (binder.names.naming, name) {
+            (Naming::GoGrpcPrometheus, Some((service, method))) => Box::new([
+                Label::from_static_parts(LABEL_TYPE, kind.as_str()),
+                Label::new(LABEL_SERVICE, service.to_owned()),
+                Label::new(LABEL_METHOD, method.to_owned()),
+            ]),
+            (Naming::GoGrpcPrometheus, None) => Box::new([
+                Label::from_static_parts(LABEL_TYPE, kind.as_str()),
+                Label::from_static_parts(LABEL_SERVICE, UNKNOWN),
+                Label::from_static_parts(LABEL_METHOD, UNKNOWN),
+            ]),
+            (Naming::OpenTelemetry, name) => Box::new([
+                Label::from_static_parts(OTEL_ATTR_SYSTEM_NAME, "grpc"),
+                match name {
+                    Some((service, method)) => Label::new(OTEL_ATTR_METHOD, format!("{service}/{method}")),
+                    None => Label::from_static_parts(OTEL_ATTR_METHOD, OTEL_OTHER_METHOD),
+                },
+            ]),
+        };
         Self { binder, labels, handles: OnceLock::new() }
     }
 
     fn key(&self, name: &'static str, code: Option<GrpcCode>) -> Key {
         let mut labels = self.labels.to_vec();
         if let Some(code) = code {
-            labels.push(Label::from_static_parts(LABEL_CODE, code.as_str()));
+            labels.push(match self.binder.names.naming {
+                Naming::GoGrpcPrometheus => Label::from_static_parts(LABEL_CODE, code.as_str()),
+                Naming::OpenTelemetry => Label::from_static_parts(OTEL_ATTR_STATUS_CODE, code.as_canonical_str()),
+            });
         }
         Key::from_parts(name, labels)
+    }
+
+    /// Whether the go-grpc-prometheus counters are recorded (not under OpenTelemetry naming).
+    fn has_counters(&self) -> bool {
+        self.binder.names.naming == Naming::GoGrpcPrometheus
     }
 
     fn handles(&self) -> &Handles {
         self.handles.get_or_init(|| {
             let names = self.binder.names;
-            let (started, received, sent) = self.binder.with_recorder(|recorder| {
-                (
-                    recorder.register_counter(&self.key(names.started, None), &METADATA),
-                    recorder.register_counter(&self.key(names.msg_received, None), &METADATA),
-                    recorder.register_counter(&self.key(names.msg_sent, None), &METADATA),
-                )
-            });
+            let (started, received, sent) = if self.has_counters() {
+                self.binder.with_recorder(|recorder| {
+                    (
+                        recorder.register_counter(&self.key(names.started, None), &METADATA),
+                        recorder.register_counter(&self.key(names.msg_received, None), &METADATA),
+                        recorder.register_counter(&self.key(names.msg_sent, None), &METADATA),
+                    )
+                })
+            } else {
+                (Counter::noop(), Counter::noop(), Counter::noop())
+            };
             let (request_messages, response_messages) =
                 if names.receives_requests { (received, sent) } else { (sent, received) };
             let handles = Handles {
@@ -203,6 +236,9 @@ impl MethodInstruments {
 
     fn handled_counter<'h>(&self, handles: &'h Handles, code: GrpcCode) -> &'h Counter {
         handles.handled[code.index()].get_or_init(|| {
+            if !self.has_counters() {
+                return Counter::noop();
+            }
             let key = self.key(self.binder.names.handled, Some(code));
             self.binder.with_recorder(|recorder| recorder.register_counter(&key, &METADATA))
         })
@@ -245,7 +281,48 @@ impl MethodInstruments {
     }
 }
 
-type MethodMap = HashMap<Box<str>, HashMap<Box<str>, Option<Arc<MethodInstruments>>>>;
+type MethodMap<H = std::hash::RandomState> = HashMap<Box<str>, HashMap<Box<str>, Option<Arc<MethodInstruments>>, H>, H>;
+
+/// The hasher of the registered-method map, which the per-call lookup hashes two names
+/// into: an unkeyed multiply-rotate hash (FxHash's) costs a fraction of the default
+/// SipHash on these short names. Hash flooding needs inserts, and that map is built once
+/// from the registry and never grows from traffic; the map of paths seen without a
+/// registry, which does, keeps the keyed default.
+type FastState = BuildHasherDefault<FastHasher>;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, mut bytes: &[u8]) {
+        while let Some((word, rest)) = bytes.split_first_chunk::<8>() {
+            self.add(u64::from_le_bytes(*word));
+            bytes = rest;
+        }
+        let mut tail = [0; 8];
+        tail[..bytes.len()].copy_from_slice(bytes);
+        self.add(u64::from_le_bytes(tail) ^ bytes.len() as u64);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The table indexes buckets with the low bits: fold the well-mixed high bits in.
+        self.0 ^ (self.0 >> 29)
+    }
+}
 
 /// Paths seen without a registry, bounded by `max_methods`.
 #[derive(Default)]
@@ -258,7 +335,10 @@ struct SeenMethods {
 pub(crate) struct MethodTable {
     binder: Arc<Binder>,
     /// Registered methods (`None`: excluded by the filter). Immutable after construction.
-    known: MethodMap,
+    known: MethodMap<FastState>,
+    /// The same entries by full path (`/service/method`), for the server's per-call
+    /// lookup: one hash and no path split for a registered method.
+    known_paths: HashMap<Box<str>, Option<Arc<MethodInstruments>>, FastState>,
     /// With a registry, anything unregistered is `unknown`; without one, paths are
     /// recorded as seen up to `max_methods`.
     closed: bool,
@@ -283,32 +363,32 @@ impl MethodTable {
         let binder = Arc::new(Binder {
             names,
             recorder: config.recorder.clone(),
-            code_on_histogram: config.code_on_histogram,
+            // OpenTelemetry's duration always carries the status code.
+            code_on_histogram: config.code_on_histogram || names.naming == Naming::OpenTelemetry,
             described: OnceLock::new(),
         });
-        let mut known = MethodMap::new();
+        let mut known = MethodMap::<FastState>::default();
+        let mut known_paths = HashMap::<_, _, FastState>::default();
         if let Some(registry) = &config.registry {
             for (service, method, kind) in registry.iter() {
-                let entry = config.filter.records(service, method).then(|| {
-                    Arc::new(MethodInstruments::new(
-                        binder.clone(),
-                        kind,
-                        SharedString::from_owned(service.to_owned()),
-                        SharedString::from_owned(method.to_owned()),
-                    ))
-                });
+                let entry = config
+                    .filter
+                    .records(service, method)
+                    .then(|| Arc::new(MethodInstruments::new(binder.clone(), kind, Some((service, method)))));
+                let path = format!("/{service}/{method}");
+                // Only paths that split back into these names: any other (a name with a
+                // '/', a path over MAX_PATH_LEN) takes the long way, to `unknown`.
+                if split_path(&path) == Some((service, method)) {
+                    known_paths.insert(Box::<str>::from(path), entry.clone());
+                }
                 known.entry(service.into()).or_default().insert(method.into(), entry);
             }
         }
-        let unknown = Arc::new(MethodInstruments::new(
-            binder.clone(),
-            GrpcType::Unknown,
-            SharedString::const_str(UNKNOWN),
-            SharedString::const_str(UNKNOWN),
-        ));
+        let unknown = Arc::new(MethodInstruments::new(binder.clone(), GrpcType::Unknown, None));
         Self {
             binder,
             known,
+            known_paths,
             closed: config.registry.is_some(),
             seen: RwLock::default(),
             max_methods: config.max_methods,
@@ -327,6 +407,9 @@ impl MethodTable {
     /// The instruments for a request path (`/package.Service/Method`); `None` when the
     /// method is filtered out.
     pub fn lookup_path(&self, path: &str) -> Option<Arc<MethodInstruments>> {
+        if let Some(entry) = self.known_paths.get(path) {
+            return entry.clone();
+        }
         match split_path(path) {
             Some((service, method)) => self.lookup(service, method),
             None => Some(self.unknown.clone()),
@@ -363,12 +446,7 @@ impl MethodTable {
         if seen.len >= self.max_methods {
             return Some(self.unknown.clone());
         }
-        let entry = Arc::new(MethodInstruments::new(
-            self.binder.clone(),
-            GrpcType::Unknown,
-            SharedString::from_owned(service.to_owned()),
-            SharedString::from_owned(method.to_owned()),
-        ));
+        let entry = Arc::new(MethodInstruments::new(self.binder.clone(), GrpcType::Unknown, Some((service, method))));
         seen.map.entry(service.into()).or_default().insert(method.into(), Some(entry.clone()));
         seen.len += 1;
         Some(entry)
@@ -413,5 +491,26 @@ mod tests {
         assert!(!is_label_safe("a%2Fb"));
         assert!(!is_label_safe("método"));
         assert!(!is_label_safe("a\"b"));
+    }
+
+    /// The full-path index answers exactly as splitting the path and looking the names up
+    /// would, including for registered names that no well-formed path can reach.
+    #[test]
+    fn the_path_index_agrees_with_the_split_lookup() {
+        let long = "s".repeat(MAX_PATH_LEN);
+        let registry = MethodRegistry::new()
+            .with_method("pkg.Svc", "Get", GrpcType::Unary)
+            .with_method("pkg.Svc", "a/b", GrpcType::Unary)
+            .with_method(&long, "Get", GrpcType::Unary);
+        let config = Config { registry: Some(registry), ..Config::default() };
+        let table = MethodTable::new(MetricNames::of(true, Naming::GoGrpcPrometheus), &config);
+        let labels = |path: &str| {
+            let method = table.lookup_path(path).expect("nothing is filtered");
+            method.labels.iter().map(|label| label.value().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(labels("/pkg.Svc/Get"), ["unary", "pkg.Svc", "Get"]);
+        assert_eq!(labels("/pkg.Svc/a/b"), ["unknown", UNKNOWN, UNKNOWN]);
+        assert_eq!(labels(&format!("/{long}/Get")), ["unknown", UNKNOWN, UNKNOWN]);
+        assert_eq!(labels("/pkg.Svc/Put"), ["unknown", UNKNOWN, UNKNOWN]);
     }
 }

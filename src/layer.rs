@@ -11,6 +11,7 @@ use tower_layer::Layer;
 
 use crate::{
     instruments::{Config, MethodTable, RecorderRef},
+    names::{MetricNames, Naming},
     registry::MethodRegistry,
 };
 
@@ -20,7 +21,8 @@ pub trait Side: sealed::Sealed + Send + Sync + 'static {}
 
 pub(crate) mod sealed {
     pub trait Sealed {
-        fn names() -> &'static crate::names::MetricNames;
+        /// Whether the layer sits on the server (records `grpc_server_*`).
+        const IS_SERVER: bool;
     }
 }
 
@@ -87,6 +89,21 @@ impl<K: Side> GrpcMetricsLayer<K> {
         self.configure(|config| config.code_on_histogram = true)
     }
 
+    /// Records under another naming scheme: [`Naming::OpenTelemetry`] records the
+    /// OpenTelemetry RPC conventions' `rpc.server.call.duration` (or
+    /// `rpc.client.call.duration`) histogram instead of the go-grpc-prometheus family.
+    /// See [`names`](crate::names) for the mapping between the two.
+    ///
+    /// ```
+    /// use tonic_metrics::{Naming, ServerMetricsLayer};
+    ///
+    /// let layer = ServerMetricsLayer::new().with_naming(Naming::OpenTelemetry);
+    /// # drop(layer);
+    /// ```
+    pub fn with_naming(self, naming: Naming) -> Self {
+        self.configure(|config| config.naming = naming)
+    }
+
     /// Records into `recorder` instead of the global one (tests, or several registries in
     /// one process).
     pub fn with_recorder<R: Recorder + Send + Sync + 'static>(self, recorder: R) -> Self {
@@ -124,7 +141,12 @@ impl<K: Side> GrpcMetricsLayer<K> {
     }
 
     pub(crate) fn table(&self) -> Arc<MethodTable> {
-        self.table.get_or_init(|| Arc::new(MethodTable::new(<K as sealed::Sealed>::names(), &self.config))).clone()
+        self.table
+            .get_or_init(|| {
+                let names = MetricNames::of(<K as sealed::Sealed>::IS_SERVER, self.config.naming);
+                Arc::new(MethodTable::new(names, &self.config))
+            })
+            .clone()
     }
 }
 

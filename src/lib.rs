@@ -53,6 +53,20 @@
 //! before its end is `Canceled`; every started RPC is handled exactly once; messages are
 //! counted from the gRPC framing. See [`GrpcMetricsLayer`] for the options and the
 //! [`exporter`] module for serving `/metrics`.
+//!
+//! `with_naming(Naming::OpenTelemetry)` records the OpenTelemetry RPC conventions'
+//! `rpc.server.call.duration` / `rpc.client.call.duration` instead; [`names`] maps one
+//! scheme onto the other.
+//!
+//! # Features
+//!
+//! - `exporter` (default): [`PrometheusExporter`], the `/metrics` listener.
+//! - `clap`: `exporter::MetricsArgs`, the `--enable-metrics` / `--metrics-http-port` flags.
+//! - `push-gateway`: `push::PushGateway`, pushing to a Prometheus Pushgateway (plain HTTP,
+//!   no TLS stack) for batch jobs.
+//!
+//! Without default features the crate is the layers alone, recording into whatever
+//! `metrics` recorder is installed.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
@@ -69,6 +83,9 @@ mod future;
 mod instruments;
 mod layer;
 pub mod names;
+#[cfg(feature = "push-gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "push-gateway")))]
+pub mod push;
 mod registry;
 mod server;
 
@@ -82,8 +99,23 @@ pub use frame::FrameCounter;
 pub use future::{BoxErrorFuture, ResponseFuture};
 pub use instruments::DEFAULT_MAX_METHODS;
 pub use layer::{GrpcMetrics, GrpcMetricsLayer, Side};
+pub use names::Naming;
 pub use registry::{GrpcType, MethodRegistry};
 pub use server::Server;
+
+/// Internals exposed for the fuzz targets in `fuzz/` and the property tests in
+/// `tests/parsers.rs`. Not part of the public API: no semver guarantees.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Splits `/package.Service/Method` into its names as the layer does (`None`: the path
+    /// is recorded as `unknown`).
+    pub fn split_path(path: &str) -> Option<(&str, &str)> {
+        crate::instruments::split_path(path)
+    }
+
+    /// The longest path recorded under its own name.
+    pub const MAX_PATH_LEN: usize = crate::instruments::MAX_PATH_LEN;
+}
 
 /// The layer for tonic servers: records `grpc_server_*`.
 pub type ServerMetricsLayer = GrpcMetricsLayer<Server>;

@@ -1,7 +1,28 @@
-//! Metric names, label names and descriptions.
+//! Metric names, label names and descriptions, for both naming schemes.
 //!
-//! The names and labels are go-grpc-prometheus' (and go-grpc-middleware's), so dashboards
-//! and alerts written for Go services work unchanged.
+//! By default the names and labels are go-grpc-prometheus' (and go-grpc-middleware's), so
+//! dashboards and alerts written for Go services work unchanged. [`Naming::OpenTelemetry`]
+//! records the OpenTelemetry RPC semantic conventions instead.
+//!
+//! # The two schemes side by side
+//!
+//! | go-grpc-prometheus ([`Naming::GoGrpcPrometheus`], default) | OpenTelemetry ([`Naming::OpenTelemetry`]) |
+//! |---|---|
+//! | `grpc_server_handling_seconds` histogram | `rpc.server.call.duration` histogram, rendered by Prometheus as `rpc_server_call_duration_seconds` |
+//! | `grpc_client_handling_seconds` histogram | `rpc.client.call.duration` (`rpc_client_call_duration_seconds`) |
+//! | `grpc_server_started_total`, `grpc_server_handled_total` | the histogram's `_count`, by status code |
+//! | `grpc_server_msg_received_total`, `grpc_server_msg_sent_total` | not recorded |
+//! | (no label; the metric name says gRPC) | `rpc.system.name="grpc"` (`rpc_system_name`) |
+//! | `grpc_service="pkg.Service"`, `grpc_method="Method"` | `rpc.method="pkg.Service/Method"` (`rpc_method`) |
+//! | `grpc_service="unknown"`, `grpc_method="unknown"` | `rpc.method="_OTHER"` |
+//! | `grpc_type="unary"` | not recorded |
+//! | `grpc_code="DeadlineExceeded"` (handled counter; histogram opt-in) | `rpc.response.status_code="DEADLINE_EXCEEDED"` (always on the histogram) |
+//! | buckets [`DEFAULT_BUCKETS`] | buckets [`OTEL_BUCKETS`] (the conventions' advice) |
+//!
+//! The OpenTelemetry names are the metric names the `metrics` facade sees: an OpenTelemetry
+//! bridge exports them as they are. The Prometheus exporter turns dots into underscores and,
+//! with [`PrometheusExporter::with_naming`](crate::PrometheusExporter::with_naming), adds the
+//! `_seconds` unit suffix as OpenTelemetry's Prometheus translation does.
 
 use metrics::{Recorder, SharedString, Unit};
 
@@ -36,6 +57,19 @@ pub const LABEL_METHOD: &str = "grpc_method";
 /// Label: the status code in Go's spelling, e.g. `OK`, `Canceled`.
 pub const LABEL_CODE: &str = "grpc_code";
 
+/// `rpc.server.call.duration`: OpenTelemetry's server RPC duration histogram, in seconds.
+pub const OTEL_SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
+/// `rpc.client.call.duration`: OpenTelemetry's client RPC duration histogram, in seconds.
+pub const OTEL_CLIENT_CALL_DURATION: &str = "rpc.client.call.duration";
+/// OpenTelemetry attribute: the RPC system, always `grpc` here.
+pub const OTEL_ATTR_SYSTEM_NAME: &str = "rpc.system.name";
+/// OpenTelemetry attribute: the fully-qualified method, `pkg.Service/Method`.
+pub const OTEL_ATTR_METHOD: &str = "rpc.method";
+/// OpenTelemetry attribute: the status code name, e.g. `OK`, `DEADLINE_EXCEEDED`.
+pub const OTEL_ATTR_STATUS_CODE: &str = "rpc.response.status_code";
+/// OpenTelemetry's `rpc.method` value for methods the layer will not name.
+pub const OTEL_OTHER_METHOD: &str = "_OTHER";
+
 /// The label value used for any method the layer will not name (unregistered, malformed,
 /// or past the cardinality cap).
 pub const UNKNOWN: &str = "unknown";
@@ -45,6 +79,20 @@ pub const DEFAULT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 /// OpenTelemetry's bucket advice for RPC durations in seconds.
 pub const OTEL_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// Which metric names and labels a layer records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Naming {
+    /// go-grpc-prometheus: `grpc_server_handled_total{grpc_code}`,
+    /// `grpc_server_handling_seconds` and the rest of the family (the default).
+    #[default]
+    GoGrpcPrometheus,
+    /// OpenTelemetry RPC semantic conventions: one `rpc.server.call.duration` (or
+    /// `rpc.client.call.duration`) histogram with `rpc.system.name`, `rpc.method` and
+    /// `rpc.response.status_code`.
+    OpenTelemetry,
+}
 
 /// The names one side of the RPC records under (internal).
 #[doc(hidden)]
@@ -57,6 +105,7 @@ pub struct MetricNames {
     pub(crate) handling_seconds: &'static str,
     /// Whether this side receives the request body (server) or sends it (client).
     pub(crate) receives_requests: bool,
+    pub(crate) naming: Naming,
     descriptions: [&'static str; 5],
 }
 
@@ -67,6 +116,7 @@ pub(crate) static SERVER: MetricNames = MetricNames {
     msg_sent: SERVER_MSG_SENT,
     handling_seconds: SERVER_HANDLING_SECONDS,
     receives_requests: true,
+    naming: Naming::GoGrpcPrometheus,
     descriptions: [
         "Total number of RPCs started on the server.",
         "Total number of RPCs completed on the server, regardless of success or failure.",
@@ -83,6 +133,7 @@ pub(crate) static CLIENT: MetricNames = MetricNames {
     msg_sent: CLIENT_MSG_SENT,
     handling_seconds: CLIENT_HANDLING_SECONDS,
     receives_requests: false,
+    naming: Naming::GoGrpcPrometheus,
     descriptions: [
         "Total number of RPCs started on the client.",
         "Total number of RPCs completed by the client, regardless of success or failure.",
@@ -92,10 +143,40 @@ pub(crate) static CLIENT: MetricNames = MetricNames {
     ],
 };
 
+// Only the histogram is recorded under OpenTelemetry naming; the counters' names are never used.
+pub(crate) static SERVER_OTEL: MetricNames = MetricNames {
+    handling_seconds: OTEL_SERVER_CALL_DURATION,
+    naming: Naming::OpenTelemetry,
+    descriptions: ["", "", "", "", "Measures the duration of inbound remote procedure calls (RPC)."],
+    ..SERVER
+};
+
+pub(crate) static CLIENT_OTEL: MetricNames = MetricNames {
+    handling_seconds: OTEL_CLIENT_CALL_DURATION,
+    naming: Naming::OpenTelemetry,
+    descriptions: ["", "", "", "", "Measures the duration of outbound remote procedure calls (RPC)."],
+    ..CLIENT
+};
+
 impl MetricNames {
+    /// The names of one side under one naming scheme.
+    pub(crate) fn of(server: bool, naming: Naming) -> &'static Self {
+        match (server, naming) {
+            (true, Naming::GoGrpcPrometheus) => &SERVER,
+            (false, Naming::GoGrpcPrometheus) => &CLIENT,
+            (true, Naming::OpenTelemetry) => &SERVER_OTEL,
+            (false, Naming::OpenTelemetry) => &CLIENT_OTEL,
+        }
+    }
+
     /// Adds HELP text (and the unit of the histogram) for every metric of this side.
     pub(crate) fn describe(&self, recorder: &dyn Recorder) {
         let [started, handled, received, sent, seconds] = self.descriptions;
+        if self.naming == Naming::OpenTelemetry {
+            let help = SharedString::const_str(seconds);
+            recorder.describe_histogram(self.handling_seconds.into(), Some(Unit::Seconds), help);
+            return;
+        }
         let counters =
             [(self.started, started), (self.handled, handled), (self.msg_received, received), (self.msg_sent, sent)];
         for (name, help) in counters {
@@ -108,18 +189,25 @@ impl MetricNames {
         );
     }
 
-    /// The histogram names of both sides, for exporters that must set their buckets.
+    /// Every histogram name with its default buckets, for exporters that must set them.
     #[cfg(feature = "exporter")]
-    pub(crate) fn histogram_names() -> [&'static str; 2] {
-        [SERVER.handling_seconds, CLIENT.handling_seconds]
+    pub(crate) fn histograms() -> [(&'static str, &'static [f64]); 4] {
+        [
+            (SERVER.handling_seconds, DEFAULT_BUCKETS),
+            (CLIENT.handling_seconds, DEFAULT_BUCKETS),
+            (SERVER_OTEL.handling_seconds, OTEL_BUCKETS),
+            (CLIENT_OTEL.handling_seconds, OTEL_BUCKETS),
+        ]
     }
 }
 
-/// Adds HELP text for every metric this crate records (server and client) to `recorder`.
+/// Adds HELP text for every metric this crate records (server and client, both naming
+/// schemes) to `recorder`.
 ///
 /// The exporter in this crate calls it for you; call it yourself when you install a
-/// recorder of your own.
+/// recorder of your own. Descriptions of metrics that are never recorded do not show.
 pub fn describe_all(recorder: &dyn Recorder) {
-    SERVER.describe(recorder);
-    CLIENT.describe(recorder);
+    for names in [&SERVER, &CLIENT, &SERVER_OTEL, &CLIENT_OTEL] {
+        names.describe(recorder);
+    }
 }

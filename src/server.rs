@@ -10,7 +10,6 @@ use crate::{
     call::Call,
     future::ResponseFuture,
     layer::{GrpcMetrics, Side, sealed},
-    names::{MetricNames, SERVER},
 };
 
 /// Marker for the server side: records `grpc_server_*`, naming each RPC from its path.
@@ -21,9 +20,7 @@ use crate::{
 pub struct Server;
 
 impl sealed::Sealed for Server {
-    fn names() -> &'static MetricNames {
-        &SERVER
-    }
+    const IS_SERVER: bool = true;
 }
 
 impl Side for Server {}

@@ -301,10 +301,10 @@ async fn scrape_after_real_traffic_has_exact_values() {
 /// `promtool check metrics` on a real scrape; runs when `PROMTOOL` names the binary.
 #[tokio::test]
 async fn promtool_accepts_a_real_scrape() {
-    let Some(promtool) = std::env::var_os("PROMTOOL").filter(|p| !p.is_empty()) else {
+    if std::env::var_os("PROMTOOL").is_none_or(|p| p.is_empty()) {
         eprintln!("promtool_accepts_a_real_scrape: skipped (set PROMTOOL=/path/to/promtool to run it)");
         return;
-    };
+    }
     let (recorder, metrics) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
     let registry = echo_registry();
     let grpc = TestServer::start(ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder)).await;
@@ -314,28 +314,7 @@ async fn promtool_accepts_a_real_scrape() {
     assert!(response.body.contains("grpc_server_handling_seconds_bucket"), "{}", response.body);
 
     let scrape = response.body.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot run PROMTOOL={promtool:?}: {error}"));
-        child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
-        "promtool check metrics: {}\nstdout: {stdout}\nstderr: {stderr}\nscrape:\n{}",
-        output.status,
-        response.body
-    );
+    assert!(tokio::task::spawn_blocking(move || common::promtool_check_metrics(&scrape)).await.unwrap());
 
     grpc.stop().await;
     metrics.shutdown().await;

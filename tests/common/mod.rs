@@ -186,3 +186,31 @@ impl TestServer {
 pub fn req(message: &str) -> tonic_metrics_echo::EchoRequest {
     tonic_metrics_echo::EchoRequest { message: message.into() }
 }
+
+/// Runs `promtool check metrics` on `scrape` when the `PROMTOOL` environment variable names
+/// the binary (as `.ci/run` does); returns `false` when it is not set. Panics with
+/// promtool's complaints unless it accepts the text without a word.
+pub fn promtool_check_metrics(scrape: &str) -> bool {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let Some(promtool) = std::env::var_os("PROMTOOL").filter(|p| !p.is_empty()) else {
+        return false;
+    };
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run PROMTOOL={promtool:?}: {error}"));
+    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
+        "promtool check metrics: {}\nstdout: {stdout}\nstderr: {stderr}\nscrape:\n{scrape}",
+        output.status
+    );
+    true
+}

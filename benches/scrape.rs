@@ -1,0 +1,81 @@
+//! What a `/metrics` scrape costs: rendering the Prometheus text for 100, 1,000 and
+//! 10,000 registered methods.
+//!
+//! ```text
+//! cargo bench --bench scrape
+//! ```
+//!
+//! Each method's series are created at zero by the registry (as a real server's are) and
+//! then get one call, so every method renders its three counters, its `handled` series
+//! for `OK`, and a histogram with the default 11 buckets, `_sum` and `_count`. The time
+//! is that of `PrometheusHandle::render`, what the exporter's listener runs per scrape;
+//! criterion's throughput is per registered method. The size of each rendering is
+//! printed once to stderr.
+
+use std::{
+    hint::black_box,
+    pin::pin,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput};
+use http::{Request, Uri};
+use http_body::Body;
+use http_body_util::Full;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tonic_metrics::{GrpcType, MethodRegistry, ServerMetricsLayer, names::DEFAULT_BUCKETS};
+use tower::{Layer, Service, service_fn};
+
+/// One gRPC message on the wire: flag byte, 4-byte length, payload.
+const FRAME: &[u8] = b"\0\0\0\0\x05hello";
+
+fn scrape(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scrape");
+    for count in [100, 1_000, 10_000] {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), DEFAULT_BUCKETS)
+            .expect("valid buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        let mut registry = MethodRegistry::new();
+        let mut paths = Vec::with_capacity(count);
+        for i in 0..count {
+            let (service, method) = (format!("bench.v1.Service{}", i / 100), format!("Method{}", i % 100));
+            registry.add_method(&service, &method, GrpcType::Unary);
+            paths.push(Uri::try_from(format!("/{service}/{method}")).expect("a valid path"));
+        }
+        // A trailers-only OK answer is enough to record one call per method.
+        let inner = service_fn(|_: Request<_>| async {
+            let mut response = http::Response::new(Full::new(Bytes::new()));
+            response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("0"));
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let mut service = ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder).layer(inner);
+        let mut cx = Context::from_waker(Waker::noop());
+        for path in paths {
+            let mut request = Request::new(Full::new(Bytes::from_static(FRAME)));
+            *request.uri_mut() = path;
+            let Poll::Ready(Ok(response)) = pin!(service.call(request)).poll(&mut cx) else { unreachable!() };
+            let mut body = pin!(response.into_body());
+            while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx) {}
+        }
+        handle.run_upkeep();
+        let text = handle.render();
+        eprintln!("scrape of {count} methods: {} lines, {} bytes", text.lines().count(), text.len());
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_function(BenchmarkId::from_parameter(count), |b| b.iter(|| black_box(handle.render())));
+    }
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    scrape(&mut c);
+    c.final_summary();
+}

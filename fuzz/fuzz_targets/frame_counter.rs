@@ -1,0 +1,58 @@
+//! The frame counter over arbitrary bytes cut into arbitrary chunks: it never panics, the
+//! count does not depend on the chunking, and it agrees with a naive parser that sees the
+//! whole stream at once.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use tonic_metrics::FrameCounter;
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    stream: Vec<u8>,
+    /// Chunk lengths, cycled; 0 feeds an empty chunk (which must change nothing).
+    cuts: Vec<u8>,
+}
+
+/// Whole frames in `bytes`, and whether it ends inside one: the straightforward way.
+fn reference(bytes: &[u8]) -> (u64, bool) {
+    let (mut at, mut count) = (0usize, 0u64);
+    loop {
+        if at == bytes.len() {
+            return (count, false);
+        }
+        if bytes.len() - at < 5 {
+            return (count, true);
+        }
+        let length = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+        if bytes.len() - at - 5 < length {
+            return (count, true);
+        }
+        at += 5 + length;
+        count += 1;
+    }
+}
+
+fuzz_target!(|input: Input| {
+    let mut counter = FrameCounter::new();
+    let mut rest = input.stream.as_slice();
+    let mut total = 0;
+    let mut step = 0;
+    while !rest.is_empty() {
+        // All-zero cuts would never finish: past a bound, the rest goes in one chunk.
+        let take = if input.cuts.is_empty() || step > input.stream.len() + input.cuts.len() {
+            rest.len()
+        } else {
+            usize::from(input.cuts[step % input.cuts.len()]).min(rest.len())
+        };
+        step += 1;
+        total += counter.feed(&rest[..take]);
+        rest = &rest[take..];
+    }
+    let (expected, mid_frame) = reference(&input.stream);
+    assert_eq!(total, expected);
+    assert_eq!(counter.is_mid_frame(), mid_frame);
+    let mut whole = FrameCounter::new();
+    assert_eq!(whole.feed(&input.stream), expected);
+    assert_eq!(whole, counter, "the state after the stream does not depend on the chunking");
+});

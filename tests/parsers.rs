@@ -1,0 +1,131 @@
+//! Property tests for the three parsers that read untrusted bytes: the gRPC frame counter,
+//! the request path splitter and the `grpc-status` parser. The same properties as the
+//! `cargo fuzz` targets in `fuzz/`, so CI exercises them on every run; each compares the
+//! parser with a naive reference implementation.
+
+use proptest::prelude::*;
+use tonic_metrics::{
+    __fuzz::{MAX_PATH_LEN, split_path},
+    FrameCounter, GrpcCode,
+};
+
+/// Whole frames in `bytes` and whether it ends inside one, parsing the whole buffer at once.
+fn reference_frames(bytes: &[u8]) -> (u64, bool) {
+    let (mut at, mut count) = (0usize, 0u64);
+    loop {
+        if at == bytes.len() {
+            return (count, false);
+        }
+        if bytes.len() - at < 5 {
+            return (count, true);
+        }
+        let length = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+        if bytes.len() - at - 5 < length {
+            return (count, true);
+        }
+        at += 5 + length;
+        count += 1;
+    }
+}
+
+fn reference_split(path: &str) -> Option<(&str, &str)> {
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["", service, method] if !service.is_empty() && !method.is_empty() && path.len() <= MAX_PATH_LEN => {
+            Some((service, method))
+        }
+        _ => None,
+    }
+}
+
+fn reference_status(value: &[u8]) -> GrpcCode {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|text| *text == "0" || !text.starts_with('0'))
+        .and_then(|text| text.parse::<i32>().ok())
+        .and_then(GrpcCode::from_i32)
+        .unwrap_or(GrpcCode::Unknown)
+}
+
+/// Bytes that are mostly well-formed frames (small lengths), with arbitrary garbage mixed
+/// in: pure random bytes almost always start a frame of gigabytes and test little else.
+fn frame_stream() -> impl Strategy<Value = Vec<u8>> {
+    let frame = (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(flag, payload)| {
+        let mut out = vec![flag];
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend(payload);
+        out
+    });
+    let piece = prop_oneof![4 => frame, 1 => proptest::collection::vec(any::<u8>(), 0..8)];
+    proptest::collection::vec(piece, 0..16).prop_map(|pieces| pieces.concat())
+}
+
+/// Paths near the interesting shapes: slashes, empty parts, odd characters, long ones.
+fn path() -> impl Strategy<Value = String> {
+    let segment =
+        prop_oneof![Just(String::new()), "[A-Za-z0-9_.]{1,12}", "[a-z%/ \u{e9}\u{0}-\u{1f}\"]{0,6}", "[a-z]{250,260}",];
+    prop_oneof![
+        any::<String>(),
+        proptest::collection::vec(segment, 0..5).prop_map(|parts| parts.join("/")),
+        ("[A-Za-z.]{1,8}", "[A-Za-z]{1,8}").prop_map(|(s, m)| format!("/{s}/{m}")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn frame_counter_agrees_with_a_whole_buffer_parser_under_any_chunking(
+        stream in frame_stream(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..24),
+    ) {
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        points.extend([0, stream.len()]);
+        points.sort_unstable();
+        let mut counter = FrameCounter::new();
+        // Repeated points feed empty chunks, which must change nothing.
+        let total: u64 = points.windows(2).map(|w| counter.feed(&stream[w[0]..w[1]])).sum();
+        let (expected, mid_frame) = reference_frames(&stream);
+        prop_assert_eq!(total, expected);
+        prop_assert_eq!(counter.is_mid_frame(), mid_frame);
+        let mut whole = FrameCounter::new();
+        prop_assert_eq!(whole.feed(&stream), expected);
+        prop_assert_eq!(whole, counter);
+    }
+
+    #[test]
+    fn frame_counter_never_panics_on_random_bytes(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
+    ) {
+        let mut counter = FrameCounter::new();
+        let total: u64 = chunks.iter().map(|chunk| counter.feed(chunk)).sum();
+        prop_assert_eq!((total, counter.is_mid_frame()), reference_frames(&chunks.concat()));
+    }
+
+    #[test]
+    fn split_path_takes_exactly_the_well_formed_paths(path in path()) {
+        let split = split_path(&path);
+        prop_assert_eq!(split, reference_split(&path), "{:?}", path);
+        if let Some((service, method)) = split {
+            prop_assert_eq!(format!("/{service}/{method}"), path);
+        }
+    }
+
+    #[test]
+    fn grpc_status_reads_only_canonical_decimals(
+        value in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..4),
+            "[0-9+\\- ]{0,3}".prop_map(String::into_bytes),
+            (0i64..40).prop_map(|n| n.to_string().into_bytes()),
+        ],
+    ) {
+        prop_assert_eq!(GrpcCode::from_header_value(&value), reference_status(&value), "{:?}", value);
+    }
+}
+
+#[test]
+fn every_code_round_trips_through_its_header_value() {
+    for code in GrpcCode::ALL {
+        assert_eq!(GrpcCode::from_header_value(code.as_i32().to_string().as_bytes()), code);
+    }
+}
