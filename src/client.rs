@@ -20,9 +20,12 @@ use crate::{
 /// The request body counts `grpc_client_msg_sent_total`, the response body
 /// `grpc_client_msg_received_total`. An error from the inner service is turned into the
 /// `tonic::Status` tonic's client gives the caller (`Status::from_error`), and its code is
-/// recorded: a refused connection is `Unavailable`, tonic's `TimeoutExpired` `Canceled`, an
-/// HTTP/2 reset by its reason (`CANCEL` is `Canceled`), a connection lost mid-call
-/// `Unknown`. The service's error type is [`BoxError`] (holding that `Status`).
+/// recorded: a refused connection is `Unavailable`, tonic's `TimeoutExpired` `Canceled`, a
+/// connection lost mid-call `Unknown`, an HTTP/2 reset by its reason (`CANCEL` is
+/// `Canceled`; tonic reads reset reasons only with its `server` feature, otherwise both
+/// the caller and the layer see `Unknown`). The service's error type is [`BoxError`]
+/// holding that `Status`, with the original error as its source: layers above this one
+/// that inspect transport errors (retries, reconnects) belong below it.
 ///
 /// The inner service takes `tonic::body::Body`, as a `Channel` does, so the counting
 /// request body is boxed into one.

@@ -1,6 +1,7 @@
 //! The crate's error type.
 
-/// Everything that can go wrong building a registry or starting the exporter.
+/// Everything that can go wrong building a registry, starting the exporter or pushing
+/// metrics.
 ///
 /// Each message says what happened and what to do about it.
 #[derive(Debug, thiserror::Error)]

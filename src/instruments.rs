@@ -7,7 +7,6 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
-    hash::{BuildHasherDefault, Hasher},
     sync::{Arc, OnceLock, RwLock},
     time::Duration,
 };
@@ -283,46 +282,12 @@ impl MethodInstruments {
 
 type MethodMap<H = std::hash::RandomState> = HashMap<Box<str>, HashMap<Box<str>, Option<Arc<MethodInstruments>>, H>, H>;
 
-/// The hasher of the registered-method map, which the per-call lookup hashes two names
-/// into: an unkeyed multiply-rotate hash (FxHash's) costs a fraction of the default
-/// SipHash on these short names. Hash flooding needs inserts, and that map is built once
-/// from the registry and never grows from traffic; the map of paths seen without a
-/// registry, which does, keeps the keyed default.
-type FastState = BuildHasherDefault<FastHasher>;
-
-#[derive(Debug, Default, Clone, Copy)]
-struct FastHasher(u64);
-
-impl FastHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, mut bytes: &[u8]) {
-        while let Some((word, rest)) = bytes.split_first_chunk::<8>() {
-            self.add(u64::from_le_bytes(*word));
-            bytes = rest;
-        }
-        let mut tail = [0; 8];
-        tail[..bytes.len()].copy_from_slice(bytes);
-        self.add(u64::from_le_bytes(tail) ^ bytes.len() as u64);
-    }
-
-    #[inline]
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // The table indexes buckets with the low bits: fold the well-mixed high bits in.
-        self.0 ^ (self.0 >> 29)
-    }
-}
+/// The hasher of the registered-method map, which the per-call lookup hashes a path into:
+/// rustc's unkeyed Fx hash costs a fraction of the default SipHash on these short names.
+/// Hash flooding needs inserts, and that map is built once from the registry and never
+/// grows from traffic; the map of paths seen without a registry, which does, keeps the
+/// keyed default.
+type FastState = rustc_hash::FxBuildHasher;
 
 /// Paths seen without a registry, bounded by `max_methods`.
 #[derive(Default)]

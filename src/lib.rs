@@ -100,6 +100,8 @@ pub use future::{BoxErrorFuture, ResponseFuture};
 pub use instruments::DEFAULT_MAX_METHODS;
 pub use layer::{GrpcMetrics, GrpcMetricsLayer, Side};
 pub use names::Naming;
+#[cfg(feature = "push-gateway")]
+pub use push::{MetricsPusher, PushGateway};
 pub use registry::{GrpcType, MethodRegistry};
 pub use server::Server;
 

@@ -10,7 +10,8 @@
 //! |---|---|
 //! | `grpc_server_handling_seconds` histogram | `rpc.server.call.duration` histogram, rendered by Prometheus as `rpc_server_call_duration_seconds` |
 //! | `grpc_client_handling_seconds` histogram | `rpc.client.call.duration` (`rpc_client_call_duration_seconds`) |
-//! | `grpc_server_started_total`, `grpc_server_handled_total` | the histogram's `_count`, by status code |
+//! | `grpc_server_handled_total` | the histogram's `_count`, by status code |
+//! | `grpc_server_started_total` | not recorded (no in-flight count) |
 //! | `grpc_server_msg_received_total`, `grpc_server_msg_sent_total` | not recorded |
 //! | (no label; the metric name says gRPC) | `rpc.system.name="grpc"` (`rpc_system_name`) |
 //! | `grpc_service="pkg.Service"`, `grpc_method="Method"` | `rpc.method="pkg.Service/Method"` (`rpc_method`) |

@@ -67,15 +67,16 @@ impl PushGateway {
         Self { endpoint: endpoint.into(), interval: Duration::from_secs(10), credentials: None, post: false }
     }
 
-    /// Pushes this often (default: every 10 s). A zero interval is raised to 100 ms.
+    /// Pushes this often (default: every 10 s). Intervals under 100 ms are raised to 100 ms.
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval.max(Duration::from_millis(100));
         self
     }
 
-    /// Sends HTTP basic authentication.
-    pub fn with_basic_auth(mut self, username: impl Into<String>, password: Option<String>) -> Self {
-        self.credentials = Some((username.into(), password));
+    /// Sends HTTP basic authentication (over plain HTTP: keep the gateway on a trusted
+    /// network).
+    pub fn with_basic_auth(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((username.into(), Some(password.into())));
         self
     }
 
@@ -98,9 +99,20 @@ impl PushGateway {
             _ => return Err(invalid("the URL must start with http://")),
         }
         let authority = uri.authority().ok_or_else(|| invalid("no host"))?.clone();
-        if !uri.path().starts_with("/metrics/job/") {
+        if authority.as_str().contains('@') {
+            // Credentials in the URL would go out in the Host header, in clear text.
+            return Err(invalid("credentials in the URL are not supported; use PushGateway::with_basic_auth"));
+        }
+        let grouping = uri.path().strip_prefix("/metrics/job/").unwrap_or("");
+        let segments: Vec<&str> = grouping.split('/').collect();
+        // The job, then label/value pairs, none of them empty.
+        if segments.iter().any(|segment| segment.is_empty()) || segments.len().is_multiple_of(2) {
             return Err(invalid("the path must be /metrics/job/<job>[/<label>/<value>...]"));
         }
+        let host_header = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_owned(),
+        };
         let authorization = self
             .credentials
             .as_ref()
@@ -117,7 +129,7 @@ impl PushGateway {
             uri,
             host: authority.host().trim_start_matches('[').trim_end_matches(']').to_owned(),
             port: authority.port_u16().unwrap_or(80),
-            authority: HeaderValue::try_from(authority.as_str()).map_err(|_| invalid("bad host"))?,
+            authority: HeaderValue::try_from(host_header).map_err(|_| invalid("bad host"))?,
             authorization,
             method: if self.post { Method::POST } else { Method::PUT },
         })
@@ -158,9 +170,31 @@ impl Target {
                 headers.insert(header::AUTHORIZATION, authorization.clone());
             }
             let response = sender.send_request(request).await.map_err(|error| failed(format!("request: {error}")));
+            let response = match response {
+                Ok(response) => response,
+                Err(error) => {
+                    connection.abort();
+                    return Err(error);
+                }
+            };
+            let status = response.status();
+            if status.is_success() {
+                connection.abort();
+                return Ok(());
+            }
+            // The gateway says why it refused (a 400 names the inconsistent metric): keep the
+            // start of its answer.
+            let body = http_body_util::Limited::new(response.into_body(), 1024);
+            let explanation = match http_body_util::BodyExt::collect(body).await {
+                Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).trim().to_owned(),
+                Err(_) => String::new(),
+            };
             connection.abort();
-            let status = response?.status();
-            if status.is_success() { Ok(()) } else { Err(failed(format!("the gateway answered {status}"))) }
+            Err(failed(if explanation.is_empty() {
+                format!("the gateway answered {status}")
+            } else {
+                format!("the gateway answered {status}: {explanation}")
+            }))
         };
         tokio::time::timeout(PUSH_TIMEOUT, exchange)
             .await

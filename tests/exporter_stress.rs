@@ -131,7 +131,7 @@ async fn concurrent_scrapes_during_full_speed_recording_parse_and_never_go_backw
     // picture too). The layer records one observation per handled RPC (`tests/chaos.rs`
     // checks that with the debugging recorder); the counters above are exact.
     let observed = exposition::sum(&samples, &format!("{SERVER_HANDLING_SECONDS}_count"), &[]);
-    assert!(observed <= total && observed > 0.0, "{observed} observations for {total} RPCs");
+    assert!(observed <= total && total - observed <= total / 10.0, "{observed} observations for {total} RPCs");
     eprintln!(
         "{total} RPCs recorded by 2 threads during {} concurrent scrapes; histogram lost {} observations",
         SCRAPERS * SCRAPES,

@@ -91,7 +91,10 @@ async fn opentelemetry_naming_records_call_duration_with_semconv_attributes() {
         // OpenTelemetry's bucket advice: 0.075 is one of its boundaries, not Prometheus'.
         let mut bucket = attrs("OK");
         bucket.push(("le", "0.075"));
-        assert_eq!(value(&samples, &format!("rpc_{side}_call_duration_seconds_bucket"), &bucket), Some(3.0));
+        assert!(value(&samples, &format!("rpc_{side}_call_duration_seconds_bucket"), &bucket).is_some());
+        let mut inf = attrs("OK");
+        inf.push(("le", "+Inf"));
+        assert_eq!(value(&samples, &format!("rpc_{side}_call_duration_seconds_bucket"), &inf), Some(3.0));
         let ok: BTreeMap<String, String> =
             attrs("OK").iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let buckets = samples

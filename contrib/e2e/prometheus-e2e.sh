@@ -165,8 +165,6 @@ log "server2: gRPC $grpc2, metrics $metrics2"
 log "demo: metrics $demo_metrics"
 
 # --- Prometheus on a free loopback port, scraping the three every second, with our rules.
-prom_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-prom="http://127.0.0.1:$prom_port"
 cat >"$work/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
@@ -182,15 +180,25 @@ scrape_configs:
     static_configs:
       - targets: ['$demo_metrics']
 EOF
-"$prometheus" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
-    --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
-pids+=("$!")
-prom_pid="$!"
-for i in $(seq 150); do
-    curl -fsS "$prom/-/ready" >/dev/null 2>&1 && break
-    kill -0 "$prom_pid" 2>/dev/null || { show_logs; die "prometheus exited"; }
-    [ "$i" -lt 150 ] || { show_logs; die "prometheus not ready within 15 s"; }
-    sleep 0.1
+# The port is free when picked but could be taken before Prometheus binds it: if
+# Prometheus exits, try another (three attempts).
+for attempt in 1 2 3; do
+    prom_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    prom="http://127.0.0.1:$prom_port"
+    "$prometheus" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
+        --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
+    pids+=("$!")
+    prom_pid="$!"
+    prom_up=""
+    for i in $(seq 150); do
+        if curl -fsS "$prom/-/ready" >/dev/null 2>&1; then prom_up=1; break; fi
+        kill -0 "$prom_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$prom_up" ] && break
+    kill "$prom_pid" 2>/dev/null || true
+    [ "$attempt" -lt 3 ] || { show_logs; die "prometheus did not start (three ports tried)"; }
+    log "prometheus did not start on port $prom_port; trying another"
 done
 log "prometheus $("$prometheus" --version 2>&1 | head -n1 | awk '{print $3}') on $prom"
 
@@ -271,6 +279,10 @@ elif command == "check":
     # The bucket the sleep falls in: its latency is a little over the sleep.
     upper = next(b for b in bounds if b > sleep)
     lower = max([0] + [b for b in bounds if b <= sleep])
+    # p99 interpolates near the top of the sleep's bucket, so a few calls delayed past it
+    # on a busy machine move it one bucket up: allow that, and check the bucket itself holds
+    # at least 95% of the calls slower than `lower` (exact, from the counters).
+    upper_p99 = next(b for b in bounds if b > upper)
     errors = sum(n for c, n in codes.items() if c != "OK")
     sel = f'job="{JOB}"'
 
@@ -323,9 +335,12 @@ elif command == "check":
         return next((v for le, v in buckets.items() if le != "+Inf" and abs(float(le) - bound) < 1e-9), 0)
     spread = (f"{upto(lower) / total:.1%} <= {lower * 1000:g} ms < {(upto(upper) - upto(lower)) / total:.1%} "
               f"<= {upper * 1000:g} ms < {(total - upto(upper)) / total:.1%}") if total else "no observations"
-    check("p99 latency", lower < p99 <= upper and lower < p99_all <= upper,
+    slow = total - upto(lower)
+    in_bucket = (upto(upper) - upto(lower)) / slow if slow else 0
+    check("p99 latency", lower < p99 <= upper_p99 and lower < p99_all <= upper_p99 and in_bucket >= 0.95,
           f"histogram_quantile(0.99, sum by (le) (rate(..._bucket[1m]))) = {p99 * 1000:.1f} ms "
-          f"(counters: {p99_all * 1000:.1f} ms), expected in ({lower * 1000:g}, {upper * 1000:g}] ms for sleep:{int(sleep * 1000)}; "
+          f"(counters: {p99_all * 1000:.1f} ms), expected in ({lower * 1000:g}, {upper_p99 * 1000:g}] ms for sleep:{int(sleep * 1000)}, "
+          f"with >= 95% of the calls over {lower * 1000:g} ms within {upper * 1000:g} ms ({in_bucket:.1%}); "
           f"observations: {spread}")
     check("histogram from both instances", len(contributing) == 2,
           f"{len(contributing)} instances with UnaryEcho observations: {sorted(r['metric']['instance'] for r in contributing)}")
@@ -340,7 +355,7 @@ elif command == "check":
     check("recording rules",
           rec_rate > 0
           and abs(rec_ratio - expected_ratio) <= 0.02
-          and lower < rec_p99 <= upper,
+          and lower < rec_p99 <= upper_p99,
           f"grpc:server_requests:rate5m = {rec_rate}, grpc:server_errors:ratio_rate5m = {rec_ratio} "
           f"(sent {expected_ratio:.4f}), grpc:server_handling_seconds:p99_5m = {rec_p99}")
     alerts = [a for a in get("/api/v1/alerts")["alerts"]
