@@ -42,7 +42,6 @@
 //! per call).
 
 use std::{
-    convert::Infallible,
     future::Future,
     hint::black_box,
     pin::{Pin, pin},
@@ -51,20 +50,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header::CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body, Frame};
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tonic_metrics::{ClientMetricsLayer, GrpcType, MethodRegistry, ServerMetricsLayer, names::DEFAULT_BUCKETS};
+use tonic_metrics_echo::inproc::{GrpcBody, GrpcEcho};
 use tower::{Layer, Service};
 
 const SERVICE: &str = "grpc.examples.echo.Echo";
 const METHOD: &str = "UnaryEcho";
 const PATH: &str = "/grpc.examples.echo.Echo/UnaryEcho";
-/// One gRPC message on the wire: flag byte, 4-byte length, payload.
-const FRAME: &[u8] = b"\0\0\0\0\x05hello";
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// Calls per timed chunk; the recorders' upkeep runs between chunks. About what a real
 /// exporter sees between two upkeeps (every 5 s) at the ~40k calls/s this kind of
@@ -77,90 +74,8 @@ const STREAM_FRAMES: usize = 1_000;
 const MANY_METHODS: usize = 10_000;
 
 // ---------------------------------------------------------------------------------------
-// The gRPC-shaped inner service.
+// Driving the gRPC-shaped inner service (`tonic_metrics_echo::inproc::GrpcEcho`).
 // ---------------------------------------------------------------------------------------
-
-/// `frames` gRPC messages, then (if `trailers`) `grpc-status: 0`: a tonic response body,
-/// or (without trailers) a request body.
-#[derive(Debug)]
-struct GrpcBody {
-    frames: usize,
-    trailers: bool,
-}
-
-impl GrpcBody {
-    fn request(frames: usize) -> Self {
-        Self { frames, trailers: false }
-    }
-}
-
-impl Body for GrpcBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.frames > 0 {
-            self.frames -= 1;
-            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(FRAME)))));
-        }
-        if std::mem::take(&mut self.trailers) {
-            let mut trailers = HeaderMap::with_capacity(1);
-            trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-        }
-        Poll::Ready(None)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.frames == 0 && !self.trailers
-    }
-}
-
-/// Reads the whole request, then answers `response_frames` messages and OK trailers: what
-/// a tonic handler's service does, minus the decoding.
-#[derive(Debug, Clone, Copy)]
-struct Echo {
-    response_frames: usize,
-}
-
-impl Echo {
-    const UNARY: Self = Self { response_frames: 1 };
-}
-
-impl<B: Body + Unpin> Service<Request<B>> for Echo {
-    type Response = Response<GrpcBody>;
-    type Error = Infallible;
-    type Future = EchoFuture<B>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        EchoFuture { body: request.into_body(), response_frames: self.response_frames }
-    }
-}
-
-/// A hand-written future rather than `Box::pin(async ..)`, so the bare service allocates
-/// nothing of its own and the layer's cost is not diluted.
-struct EchoFuture<B> {
-    body: B,
-    response_frames: usize,
-}
-
-impl<B: Body + Unpin> Future for EchoFuture<B> {
-    type Output = Result<Response<GrpcBody>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        while let Some(frame) = ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-            black_box(frame.is_ok());
-        }
-        let mut response = Response::new(GrpcBody { frames: this.response_frames, trailers: true });
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        Poll::Ready(Ok(response))
-    }
-}
 
 /// A request to `uri` with a body of `frames` messages, and the `GrpcMethod` extension
 /// generated clients set (a client layer reads it; the server layer ignores it).
@@ -440,11 +355,13 @@ fn unary(c: &mut Criterion) {
     let mut group = c.benchmark_group("unary");
     group.throughput(Throughput::Elements(1));
 
-    let mut bare = Echo::UNARY;
+    let mut bare = GrpcEcho::UNARY;
     group.bench_function("bare", |b| b.iter_custom(|iters| timed(iters, || drive(&mut bare, request(&uri, 1)))));
 
-    let mut layer =
-        ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(explicit_recorder()).layer(Echo::UNARY);
+    let mut layer = ServerMetricsLayer::new()
+        .with_registry(echo_registry())
+        .with_recorder(explicit_recorder())
+        .layer(GrpcEcho::UNARY);
     group.bench_function("layer_prometheus", |b| {
         b.iter_custom(|iters| timed(iters, || drive(&mut layer, request(&uri, 1))))
     });
@@ -452,22 +369,24 @@ fn unary(c: &mut Criterion) {
     let mut noop = ServerMetricsLayer::new()
         .with_registry(echo_registry())
         .with_recorder(metrics::NoopRecorder)
-        .layer(Echo::UNARY);
+        .layer(GrpcEcho::UNARY);
     group.bench_function("layer_noop", |b| b.iter_custom(|iters| timed(iters, || drive(&mut noop, request(&uri, 1)))));
 
-    let mut naive = NaiveLayer.layer(Echo::UNARY);
+    let mut naive = NaiveLayer.layer(GrpcEcho::UNARY);
     group.bench_function("naive_prometheus", |b| {
         b.iter_custom(|iters| timed(iters, || drive(&mut naive, request(&uri, 1))))
     });
 
     // The client side: the bare inner service gets the same request (with its
     // `GrpcMethod` extension), the layered one gets it boxed into `tonic::body::Body`.
-    let mut client_bare = Echo::UNARY;
+    let mut client_bare = GrpcEcho::UNARY;
     group.bench_function("client_bare", |b| {
         b.iter_custom(|iters| timed(iters, || drive(&mut client_bare, client_request(&uri))))
     });
-    let mut client =
-        ClientMetricsLayer::new().with_registry(echo_registry()).with_recorder(explicit_recorder()).layer(Echo::UNARY);
+    let mut client = ClientMetricsLayer::new()
+        .with_registry(echo_registry())
+        .with_recorder(explicit_recorder())
+        .layer(GrpcEcho::UNARY);
     group.bench_function("client_layer_prometheus", |b| {
         b.iter_custom(|iters| timed(iters, || drive(&mut client, client_request(&uri))))
     });
@@ -480,9 +399,9 @@ fn stream(c: &mut Criterion) {
     let mut group = c.benchmark_group("stream");
     // Per message: criterion reports time per element, i.e. per streamed message.
     group.throughput(Throughput::Elements(STREAM_FRAMES as u64));
-    let streaming = Echo { response_frames: STREAM_FRAMES };
-    let cases: [(&str, Echo, usize); 2] =
-        [("response_1000", streaming, 1), ("request_1000", Echo::UNARY, STREAM_FRAMES)];
+    let streaming = GrpcEcho { response_frames: STREAM_FRAMES };
+    let cases: [(&str, GrpcEcho, usize); 2] =
+        [("response_1000", streaming, 1), ("request_1000", GrpcEcho::UNARY, STREAM_FRAMES)];
     for (name, echo, request_frames) in cases {
         let mut bare = echo;
         group.bench_function(BenchmarkId::new(name, "bare"), |b| {
@@ -509,7 +428,7 @@ fn methods(c: &mut Criterion) {
         // Successive calls walk all methods, so a large table is not kept warm in cache
         // by hitting one entry.
         let mut next = 0;
-        let mut bare = Echo::UNARY;
+        let mut bare = GrpcEcho::UNARY;
         group.bench_function(BenchmarkId::new("bare", count), |b| {
             b.iter_custom(|iters| {
                 timed(iters, || {
@@ -523,7 +442,7 @@ fn methods(c: &mut Criterion) {
         let mut noop = ServerMetricsLayer::new()
             .with_registry(registry.clone())
             .with_recorder(metrics::NoopRecorder)
-            .layer(Echo::UNARY);
+            .layer(GrpcEcho::UNARY);
         group.bench_function(BenchmarkId::new("layer_noop", count), |b| {
             b.iter_custom(|iters| {
                 timed(iters, || {
@@ -533,7 +452,7 @@ fn methods(c: &mut Criterion) {
             })
         });
         let mut layer =
-            ServerMetricsLayer::new().with_registry(registry).with_recorder(explicit_recorder()).layer(Echo::UNARY);
+            ServerMetricsLayer::new().with_registry(registry).with_recorder(explicit_recorder()).layer(GrpcEcho::UNARY);
         group.bench_function(BenchmarkId::new("layer_prometheus", count), |b| {
             b.iter_custom(|iters| {
                 timed(iters, || {
@@ -581,19 +500,21 @@ fn contention(c: &mut Criterion) {
     let mut group = c.benchmark_group("contention_2_threads");
     group.throughput(Throughput::Elements(1));
     // The recorders' upkeep runs after each sample (both threads joined), untimed.
-    let bare = Echo::UNARY;
+    let bare = GrpcEcho::UNARY;
     group.bench_function("bare", |b| b.iter_custom(|iters| two_threads(&bare, iters)));
-    let layer =
-        ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(explicit_recorder()).layer(Echo::UNARY);
+    let layer = ServerMetricsLayer::new()
+        .with_registry(echo_registry())
+        .with_recorder(explicit_recorder())
+        .layer(GrpcEcho::UNARY);
     group.bench_function("layer_prometheus", |b| b.iter_custom(|iters| two_threads(&layer, iters)));
     // Without the recorder's shared atomics, what is left is the layer's own sharing (the
     // method's reference count).
     let noop = ServerMetricsLayer::new()
         .with_registry(echo_registry())
         .with_recorder(metrics::NoopRecorder)
-        .layer(Echo::UNARY);
+        .layer(GrpcEcho::UNARY);
     group.bench_function("layer_noop", |b| b.iter_custom(|iters| two_threads(&noop, iters)));
-    let naive = NaiveLayer.layer(Echo::UNARY);
+    let naive = NaiveLayer.layer(GrpcEcho::UNARY);
     group.bench_function("naive_prometheus", |b| b.iter_custom(|iters| two_threads(&naive, iters)));
     group.finish();
 }
@@ -624,41 +545,43 @@ fn fixed_calls(spec: &str) {
     let server = || ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(explicit_recorder());
     match variant {
         "bare" => {
-            let mut bare = Echo::UNARY;
+            let mut bare = GrpcEcho::UNARY;
             run(Box::new(move |_| drive(&mut bare, request(&uri, 1))));
         }
         "layer" => {
-            let mut layer = server().layer(Echo::UNARY);
+            let mut layer = server().layer(GrpcEcho::UNARY);
             run(Box::new(move |_| drive(&mut layer, request(&uri, 1))));
         }
         "noop" => {
             let layer = ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(metrics::NoopRecorder);
-            let mut layer = layer.layer(Echo::UNARY);
+            let mut layer = layer.layer(GrpcEcho::UNARY);
             run(Box::new(move |_| drive(&mut layer, request(&uri, 1))));
         }
         "naive" => {
-            let mut naive = NaiveLayer.layer(Echo::UNARY);
+            let mut naive = NaiveLayer.layer(GrpcEcho::UNARY);
             run(Box::new(move |_| drive(&mut naive, request(&uri, 1))));
         }
         "client-bare" => {
-            let mut bare = Echo::UNARY;
+            let mut bare = GrpcEcho::UNARY;
             run(Box::new(move |_| drive(&mut bare, client_request(&uri))));
         }
         "client" => {
             let mut client = ClientMetricsLayer::new()
                 .with_registry(echo_registry())
                 .with_recorder(explicit_recorder())
-                .layer(Echo::UNARY);
+                .layer(GrpcEcho::UNARY);
             run(Box::new(move |_| drive(&mut client, client_request(&uri))));
         }
         "bare-10k" => {
-            let mut bare = Echo::UNARY;
+            let mut bare = GrpcEcho::UNARY;
             run(Box::new(move |i| drive(&mut bare, request(&paths[i % paths.len()], 1))));
         }
         "layer-10k" => {
             let (registry, paths) = many_methods(MANY_METHODS);
-            let mut layer =
-                ServerMetricsLayer::new().with_registry(registry).with_recorder(explicit_recorder()).layer(Echo::UNARY);
+            let mut layer = ServerMetricsLayer::new()
+                .with_registry(registry)
+                .with_recorder(explicit_recorder())
+                .layer(GrpcEcho::UNARY);
             run(Box::new(move |i| drive(&mut layer, request(&paths[i % paths.len()], 1))));
         }
         other => panic!("unknown variant {other:?}"),

@@ -38,15 +38,12 @@ impl Call {
 
     /// Records the outcome of an error from the inner service or body.
     ///
-    /// A `tonic::Status` carries its own code. Anything else is a transport failure to
-    /// a client (`Unavailable`) and an unexplained failure to a server (`Unknown`).
+    /// A `tonic::Status` (the error itself or in a boxed error's source chain) carries its
+    /// own code; anything else is `Unknown`. On the client, `BoxErrorFuture` has already
+    /// turned the channel's errors into the `Status` the caller gets, so that one mapping
+    /// decides transport failures (`Unavailable`, `Canceled`, ...).
     pub fn fail<E: 'static>(&mut self, error: &E) {
-        let code = status_code_of(error).unwrap_or(if self.method.is_server() {
-            GrpcCode::Unknown
-        } else {
-            GrpcCode::Unavailable
-        });
-        self.finish(code);
+        self.finish(status_code_of(error).unwrap_or(GrpcCode::Unknown));
     }
 
     pub fn record_response_messages(&self, count: u64) {
@@ -73,13 +70,6 @@ fn status_code_of<E: 'static>(error: &E) -> Option<GrpcCode> {
     while let Some(error) = source {
         if let Some(status) = error.downcast_ref::<tonic::Status>() {
             return Some(status.code().into());
-        }
-        // tonic's client turns its own deadline into `Cancelled`; match what callers see.
-        if error.is::<tonic::TimeoutExpired>() {
-            return Some(GrpcCode::Canceled);
-        }
-        if error.is::<tonic::ConnectError>() {
-            return Some(GrpcCode::Unavailable);
         }
         source = error.source();
     }

@@ -273,11 +273,6 @@ impl MethodInstruments {
     pub fn record_response_messages(&self, count: u64) {
         self.handles().response_messages.increment(count);
     }
-
-    /// Whether this side receives the request body (server) rather than sends it.
-    pub fn is_server(&self) -> bool {
-        self.binder.names.receives_requests
-    }
 }
 
 type MethodMap<H = std::hash::RandomState> = HashMap<Box<str>, HashMap<Box<str>, Option<Arc<MethodInstruments>>, H>, H>;

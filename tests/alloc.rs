@@ -9,17 +9,15 @@
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,
-    convert::Infallible,
-    pin::Pin,
-    task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::{Body, Frame};
+use http::{Request, Response};
+use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tonic_metrics::{ClientMetricsLayer, GrpcType, MethodRegistry, ServerMetricsLayer};
+use tonic_metrics_echo::inproc::{FRAME, GrpcBody, GrpcEcho};
 use tower::{Layer, Service, ServiceExt};
 
 struct CountingAllocator;
@@ -70,50 +68,6 @@ fn live_bytes() -> i64 {
 }
 
 const PATH: &str = "/grpc.examples.echo.Echo/UnaryEcho";
-const FRAME: &[u8] = b"\0\0\0\0\x05hello";
-
-/// One data frame then `grpc-status: 0` trailers, like a unary tonic response.
-struct UnaryBody {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl Body for UnaryBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(data) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
-    }
-}
-
-/// A gRPC-shaped inner service: reads the request, answers one message and OK trailers.
-#[derive(Clone)]
-struct Unary;
-
-impl<B: Body + Unpin + Send + 'static> Service<Request<B>> for Unary {
-    type Response = Response<UnaryBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Response<UnaryBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        Box::pin(async move {
-            let mut body = request.into_body();
-            while let Some(Ok(_)) = body.frame().await {}
-            let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            Ok(Response::new(UnaryBody { data: Some(Bytes::from_static(FRAME)), trailers: Some(trailers) }))
-        })
-    }
-}
-
 /// Allocations of one full call (request built, response drained) through `service`.
 fn one_call<S, B>(service: &mut S) -> u64
 where
@@ -160,8 +114,8 @@ fn warm_unary_call_allocates_nothing_in_the_layer_and_records_into_a_late_global
     let snapshotter = recorder.snapshotter();
     recorder.install().unwrap();
     // ... and layered (as tonic does at `serve`) after.
-    let mut layered = layer.layer(Unary);
-    let mut bare = Unary;
+    let mut layered = layer.layer(GrpcEcho::UNARY);
+    let mut bare = GrpcEcho::UNARY;
 
     let bare_allocations = per_call(&mut bare);
     let layered_allocations = per_call(&mut layered);
@@ -170,7 +124,7 @@ fn warm_unary_call_allocates_nothing_in_the_layer_and_records_into_a_late_global
 
     // The client side: a `Channel` only takes `tonic::body::Body`, so the counting request
     // body is boxed into one: exactly one allocation per call, and nothing else.
-    let mut client = ClientMetricsLayer::new().layer(Unary);
+    let mut client = ClientMetricsLayer::new().layer(GrpcEcho::UNARY);
     let client_allocations = per_call(&mut client);
     println!("allocations per unary call through the client layer: {client_allocations}");
     assert_eq!(client_allocations, bare_allocations + 1, "the client layer allocated more than the request-body box");
@@ -196,65 +150,11 @@ fn warm_unary_call_allocates_nothing_in_the_layer_and_records_into_a_late_global
     assert_eq!(value("grpc_server_handling_seconds", None), Some(111));
 }
 
-/// `frames` gRPC messages, then `grpc-status: 0` trailers if `trailers`: a streaming
-/// response body, or (without trailers) a client stream's request body.
-struct StreamBody {
-    frames: usize,
-    trailers: bool,
-}
-
-impl Body for StreamBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.frames > 0 {
-            self.frames -= 1;
-            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(FRAME)))));
-        }
-        if std::mem::take(&mut self.trailers) {
-            let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-        }
-        Poll::Ready(None)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.frames == 0 && !self.trailers
-    }
-}
-
-/// A bidi-shaped inner service: reads every request message, answers `response_frames`.
-#[derive(Clone, Copy)]
-struct Stream {
-    response_frames: usize,
-}
-
-impl<B: Body + Unpin + Send + 'static> Service<Request<B>> for Stream {
-    type Response = Response<StreamBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Response<StreamBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let response_frames = self.response_frames;
-        Box::pin(async move {
-            let mut body = request.into_body();
-            while let Some(Ok(_)) = body.frame().await {}
-            Ok(Response::new(StreamBody { frames: response_frames, trailers: true }))
-        })
-    }
-}
-
 /// Allocations of one call (warm; the median of several) with `request_frames` request
 /// messages through `service`.
 fn streaming_call<S, B>(service: &mut S, request_frames: usize) -> u64
 where
-    S: Service<Request<StreamBody>, Response = Response<B>>,
+    S: Service<Request<GrpcBody>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
     B: Body + Unpin,
     B::Error: std::fmt::Debug,
@@ -262,8 +162,7 @@ where
     let mut once = || {
         let before = allocations();
         futures_executor::block_on(async {
-            let request =
-                Request::builder().uri(PATH).body(StreamBody { frames: request_frames, trailers: false }).unwrap();
+            let request = Request::builder().uri(PATH).body(GrpcBody::request(request_frames)).unwrap();
             let response = service.ready().await.unwrap().call(request).await.unwrap();
             let mut body = response.into_body();
             while let Some(frame) = body.frame().await {
@@ -288,8 +187,8 @@ fn streamed_messages_allocate_nothing_in_the_layer() {
     let layer = || ServerMetricsLayer::new().with_registry(registry()).with_recorder(DebuggingRecorder::new());
 
     for (response_frames, request_frames, what) in [(MANY, 1, "response"), (1, MANY, "request")] {
-        let one = Stream { response_frames: 1 };
-        let many = Stream { response_frames };
+        let one = GrpcEcho::UNARY;
+        let many = GrpcEcho { response_frames };
         let bare_one = streaming_call(&mut one.clone(), 1);
         let bare_many = streaming_call(&mut many.clone(), request_frames);
         let layered_one = streaming_call(&mut layer().layer(one), 1);
@@ -327,7 +226,7 @@ fn retained_bytes<R: metrics::Recorder + Send + Sync + 'static>(
     let recorder = make();
     let before = live_bytes();
     // Layering creates the table and every method's zero-valued series.
-    let service = ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder).layer(Unary);
+    let service = ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder).layer(GrpcEcho::UNARY);
     (live_bytes() - before, service)
 }
 

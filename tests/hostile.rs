@@ -467,16 +467,41 @@ fn assert_labels_bounded(metrics: &Recorded, allowed_extra: &[&str]) {
     }
 }
 
+/// The set-up every one-request-at-a-time case shares: a server behind `layer` (recording
+/// into `metrics`), a raw HTTP/2 client, and a well-formed bystander calling alongside.
+struct Hostile {
+    _shared: tokio::sync::RwLockReadGuard<'static, ()>,
+    metrics: Recorded,
+    server: RawServer,
+    client: SendRequest<Bytes>,
+    bystander: Bystander,
+}
+
+impl Hostile {
+    async fn start(layer: GrpcMetricsLayer<ServerSide>) -> Self {
+        let _shared = SERIAL.read().await;
+        count_panics();
+        let (recorder, metrics) = Recorded::new();
+        let server = RawServer::start(layer.with_recorder(recorder)).await;
+        let client = connect(server.addr).await;
+        let bystander = Bystander::start(server.addr).await;
+        Self { _shared, metrics, server, client, bystander }
+    }
+
+    /// The bystander's calls all succeeded, nothing panicked; stops the server.
+    async fn finish(self) {
+        assert!(self.bystander.finish().await > 0);
+        assert_no_panics();
+        self.server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn odd_paths_are_counted_once_under_bounded_labels() {
-    let _shared = SERIAL.read().await;
-    count_panics();
-    let (recorder, metrics) = Recorded::new();
     // No registry, so that nothing but the layer's own checks keeps these out of labels.
-    let server = RawServer::start(ServerMetricsLayer::new().with_recorder(recorder)).await;
-    let client = connect(server.addr).await;
-    let bystander = Bystander::start(server.addr).await;
-    let mut deltas = Deltas::new(&metrics);
+    let hostile = Hostile::start(ServerMetricsLayer::new()).await;
+    let (metrics, client) = (&hostile.metrics, &hostile.client);
+    let mut deltas = Deltas::new(metrics);
 
     // `http` refuses URIs of 64 KiB and more; 60 KiB is the longest a client can send.
     let long = format!("/{}/M", "s".repeat(60 * 1024));
@@ -501,7 +526,7 @@ async fn odd_paths_are_counted_once_under_bounded_labels() {
     ];
     for path in &paths {
         let seen =
-            send(&client, grpc_request(path), Some(Bytes::from(frame(false, &echo_request("hi")))), BodyEnd::Eos).await;
+            send(client, grpc_request(path), Some(Bytes::from(frame(false, &echo_request("hi")))), BodyEnd::Eos).await;
         let shown =
             if path.len() > 80 { format!("{}... ({} bytes)", &path[..40], path.len()) } else { path.to_string() };
         // A 60 KiB path is over hyper's header list limit (16 KiB): HTTP/2 refuses it before
@@ -515,14 +540,14 @@ async fn odd_paths_are_counted_once_under_bounded_labels() {
         deltas.expect(&shown, u64::from(reaches)).await;
     }
     // The path is all a layer sees of the empty or absent path too: `http` turns both into `/`.
-    let seen = send(&client, grpc_request(""), None, BodyEnd::Eos).await;
+    let seen = send(client, grpc_request(""), None, BodyEnd::Eos).await;
     assert_eq!(seen.status, Some(StatusCode::OK), "{seen:?}");
     deltas.expect("empty path", 1).await;
     // Bytes outside ASCII cannot be sent: `http` (on both ends) refuses them in a URI.
     assert!(http::uri::PathAndQuery::from_maybe_shared(Bytes::from_static(b"/sv\xffc/M")).is_err());
 
     // A query string is not part of the path: `/svc/M?x=1` is the method svc/M.
-    let seen = send(&client, grpc_request("/svc.Q/M?x=1"), None, BodyEnd::Eos).await;
+    let seen = send(client, grpc_request("/svc.Q/M?x=1"), None, BodyEnd::Eos).await;
     assert_eq!(seen.status, Some(StatusCode::OK), "{seen:?}");
     deltas.expect("query", 1).await;
     let svc = labels(&[("grpc_type", "unknown"), ("grpc_service", "svc.Q"), ("grpc_method", "M")]);
@@ -532,22 +557,15 @@ async fn odd_paths_are_counted_once_under_bounded_labels() {
     let reached = paths.iter().filter(|p| p.len() < 16 * 1024).count() as u64 + 1;
     assert_eq!(metrics.counter(SERVER_STARTED, &unknown), Some(reached));
     assert_eq!(metrics.counter(SERVER_HANDLED, &with_code(unknown, "Unimplemented")), Some(reached));
-    assert_labels_bounded(&metrics, &["svc.Q"]);
-    assert!(bystander.finish().await > 0);
-    assert_no_panics();
-    server.stop().await;
+    assert_labels_bounded(metrics, &["svc.Q"]);
+    hostile.finish().await;
 }
 
 #[tokio::test]
 async fn broken_request_bodies_are_counted_once() {
-    let _shared = SERIAL.read().await;
-    count_panics();
-    let (recorder, metrics) = Recorded::new();
-    let server =
-        RawServer::start(ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(recorder)).await;
-    let client = connect(server.addr).await;
-    let bystander = Bystander::start(server.addr).await;
-    let mut deltas = Deltas::new(&metrics);
+    let hostile = Hostile::start(ServerMetricsLayer::new().with_registry(echo_registry())).await;
+    let (metrics, client) = (&hostile.metrics, &hostile.client);
+    let mut deltas = Deltas::new(metrics);
 
     let hi = echo_request("hi");
     let whole = frame(false, &hi);
@@ -577,7 +595,7 @@ async fn broken_request_bodies_are_counted_once() {
     ];
     for (what, method, body, end) in cases {
         let path = format!("/{ECHO}/{method}");
-        let seen = send(&client, grpc_request(&path), body.map(Bytes::from), end).await;
+        let seen = send(client, grpc_request(&path), body.map(Bytes::from), end).await;
         eprintln!("{what}: {seen:?}");
         if end == BodyEnd::Eos {
             assert_eq!(seen.status, Some(StatusCode::OK), "{what}: {seen:?}");
@@ -590,22 +608,15 @@ async fn broken_request_bodies_are_counted_once() {
     // Zero-length messages are messages: 3 counted in, a successful answer out.
     let client_stream = method("client_stream", "ClientStreamingEcho");
     assert!(metrics.counter(SERVER_HANDLED, &with_code(client_stream.clone(), "OK")).unwrap() >= 1);
-    assert_labels_bounded(&metrics, &[]);
-    assert!(bystander.finish().await > 0);
-    assert_no_panics();
-    server.stop().await;
+    assert_labels_bounded(metrics, &[]);
+    hostile.finish().await;
 }
 
 #[tokio::test]
 async fn odd_headers_are_counted_once() {
-    let _shared = SERIAL.read().await;
-    count_panics();
-    let (recorder, metrics) = Recorded::new();
-    let server =
-        RawServer::start(ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(recorder)).await;
-    let client = connect(server.addr).await;
-    let bystander = Bystander::start(server.addr).await;
-    let mut deltas = Deltas::new(&metrics);
+    let hostile = Hostile::start(ServerMetricsLayer::new().with_registry(echo_registry())).await;
+    let (metrics, client) = (&hostile.metrics, &hostile.client);
+    let mut deltas = Deltas::new(metrics);
     let body = Bytes::from(frame(false, &echo_request("hi")));
     let path = format!("/{ECHO}/ServerStreamingEcho");
 
@@ -630,7 +641,7 @@ async fn odd_headers_are_counted_once() {
     for (what, change) in variants {
         let mut request = grpc_request(&path);
         change(request.headers_mut());
-        let seen = send(&client, request, Some(body.clone()), BodyEnd::Eos).await;
+        let seen = send(client, request, Some(body.clone()), BodyEnd::Eos).await;
         eprintln!("{what}: {seen:?}");
         assert!(seen.error.is_none(), "{what}: {seen:?}");
         deltas.expect(what, 1).await;
@@ -638,13 +649,11 @@ async fn odd_headers_are_counted_once() {
     // A GET is still a request on a gRPC path: counted like any other.
     let mut get = grpc_request(&path);
     *get.method_mut() = Method::GET;
-    let seen = send(&client, get, None, BodyEnd::Eos).await;
+    let seen = send(client, get, None, BodyEnd::Eos).await;
     eprintln!("GET: {seen:?}");
     deltas.expect("GET", 1).await;
-    assert_labels_bounded(&metrics, &[]);
-    assert!(bystander.finish().await > 0);
-    assert_no_panics();
-    server.stop().await;
+    assert_labels_bounded(metrics, &[]);
+    hostile.finish().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -722,17 +731,13 @@ impl tower::Service<Request<tonic::body::Body>> for Misbehaving {
 
 #[tokio::test]
 async fn invalid_statuses_from_the_inner_service_are_bounded_codes() {
-    let _shared = SERIAL.read().await;
-    count_panics();
-    let (recorder, metrics) = Recorded::new();
-    let server = RawServer::start(ServerMetricsLayer::new().with_recorder(recorder)).await;
-    let client = connect(server.addr).await;
-    let bystander = Bystander::start(server.addr).await;
-    let mut deltas = Deltas::new(&metrics);
+    let hostile = Hostile::start(ServerMetricsLayer::new()).await;
+    let (metrics, client) = (&hostile.metrics, &hostile.client);
+    let mut deltas = Deltas::new(metrics);
     let body = Bytes::from(frame(false, b""));
     for (method, status, ..) in ANSWERS {
         let seen =
-            send(&client, grpc_request(&format!("/{MISBEHAVING}/{method}")), Some(body.clone()), BodyEnd::Eos).await;
+            send(client, grpc_request(&format!("/{MISBEHAVING}/{method}")), Some(body.clone()), BodyEnd::Eos).await;
         assert_eq!(seen.status.map(|s| s.as_u16()), Some(*status), "{method}: {seen:?}");
         deltas.expect(method, 1).await;
     }
@@ -747,8 +752,6 @@ async fn invalid_statuses_from_the_inner_service_are_bounded_codes() {
             .sum();
         assert_eq!(all, 1, "{method} counted once");
     }
-    assert_labels_bounded(&metrics, &[]);
-    assert!(bystander.finish().await > 0);
-    assert_no_panics();
-    server.stop().await;
+    assert_labels_bounded(metrics, &[]);
+    hostile.finish().await;
 }

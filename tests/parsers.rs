@@ -3,49 +3,10 @@
 //! `cargo fuzz` targets in `fuzz/`, so CI exercises them on every run; each compares the
 //! parser with a naive reference implementation.
 
+mod reference;
+
 use proptest::prelude::*;
-use tonic_metrics::{
-    __fuzz::{MAX_PATH_LEN, split_path},
-    FrameCounter, GrpcCode,
-};
-
-/// Whole frames in `bytes` and whether it ends inside one, parsing the whole buffer at once.
-fn reference_frames(bytes: &[u8]) -> (u64, bool) {
-    let (mut at, mut count) = (0usize, 0u64);
-    loop {
-        if at == bytes.len() {
-            return (count, false);
-        }
-        if bytes.len() - at < 5 {
-            return (count, true);
-        }
-        let length = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
-        if bytes.len() - at - 5 < length {
-            return (count, true);
-        }
-        at += 5 + length;
-        count += 1;
-    }
-}
-
-fn reference_split(path: &str) -> Option<(&str, &str)> {
-    match path.split('/').collect::<Vec<_>>().as_slice() {
-        ["", service, method] if !service.is_empty() && !method.is_empty() && path.len() <= MAX_PATH_LEN => {
-            Some((service, method))
-        }
-        _ => None,
-    }
-}
-
-fn reference_status(value: &[u8]) -> GrpcCode {
-    std::str::from_utf8(value)
-        .ok()
-        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-        .filter(|text| *text == "0" || !text.starts_with('0'))
-        .and_then(|text| text.parse::<i32>().ok())
-        .and_then(GrpcCode::from_i32)
-        .unwrap_or(GrpcCode::Unknown)
-}
+use tonic_metrics::{__fuzz::split_path, FrameCounter, GrpcCode};
 
 /// Bytes that are mostly well-formed frames (small lengths), with arbitrary garbage mixed
 /// in: pure random bytes almost always start a frame of gigabytes and test little else.
@@ -85,7 +46,7 @@ proptest! {
         let mut counter = FrameCounter::new();
         // Repeated points feed empty chunks, which must change nothing.
         let total: u64 = points.windows(2).map(|w| counter.feed(&stream[w[0]..w[1]])).sum();
-        let (expected, mid_frame) = reference_frames(&stream);
+        let (expected, mid_frame) = reference::frames(&stream);
         prop_assert_eq!(total, expected);
         prop_assert_eq!(counter.is_mid_frame(), mid_frame);
         let mut whole = FrameCounter::new();
@@ -99,13 +60,13 @@ proptest! {
     ) {
         let mut counter = FrameCounter::new();
         let total: u64 = chunks.iter().map(|chunk| counter.feed(chunk)).sum();
-        prop_assert_eq!((total, counter.is_mid_frame()), reference_frames(&chunks.concat()));
+        prop_assert_eq!((total, counter.is_mid_frame()), reference::frames(&chunks.concat()));
     }
 
     #[test]
     fn split_path_takes_exactly_the_well_formed_paths(path in path()) {
         let split = split_path(&path);
-        prop_assert_eq!(split, reference_split(&path), "{:?}", path);
+        prop_assert_eq!(split, reference::split_path(&path), "{:?}", path);
         if let Some((service, method)) = split {
             prop_assert_eq!(format!("/{service}/{method}"), path);
         }
@@ -119,7 +80,7 @@ proptest! {
             (0i64..40).prop_map(|n| n.to_string().into_bytes()),
         ],
     ) {
-        prop_assert_eq!(GrpcCode::from_header_value(&value), reference_status(&value), "{:?}", value);
+        prop_assert_eq!(GrpcCode::from_header_value(&value), reference::grpc_status(&value), "{:?}", value);
     }
 }
 

@@ -20,6 +20,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 pub mod exposition;
+pub mod inproc;
 
 /// Generated messages, client and server for `grpc.examples.echo`.
 pub mod pb {

@@ -7,30 +7,14 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tonic_metrics::FrameCounter;
 
+#[path = "../../tests/reference/mod.rs"]
+mod reference;
+
 #[derive(Debug, Arbitrary)]
 struct Input {
     stream: Vec<u8>,
     /// Chunk lengths, cycled; 0 feeds an empty chunk (which must change nothing).
     cuts: Vec<u8>,
-}
-
-/// Whole frames in `bytes`, and whether it ends inside one: the straightforward way.
-fn reference(bytes: &[u8]) -> (u64, bool) {
-    let (mut at, mut count) = (0usize, 0u64);
-    loop {
-        if at == bytes.len() {
-            return (count, false);
-        }
-        if bytes.len() - at < 5 {
-            return (count, true);
-        }
-        let length = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
-        if bytes.len() - at - 5 < length {
-            return (count, true);
-        }
-        at += 5 + length;
-        count += 1;
-    }
 }
 
 fuzz_target!(|input: Input| {
@@ -49,7 +33,7 @@ fuzz_target!(|input: Input| {
         total += counter.feed(&rest[..take]);
         rest = &rest[take..];
     }
-    let (expected, mid_frame) = reference(&input.stream);
+    let (expected, mid_frame) = reference::frames(&input.stream);
     assert_eq!(total, expected);
     assert_eq!(counter.is_mid_frame(), mid_frame);
     let mut whole = FrameCounter::new();

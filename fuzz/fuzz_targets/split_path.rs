@@ -3,16 +3,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tonic_metrics::__fuzz::{MAX_PATH_LEN, split_path};
+use tonic_metrics::__fuzz::split_path;
+
+#[path = "../../tests/reference/mod.rs"]
+mod reference;
 
 fuzz_target!(|path: &str| {
-    let parts: Vec<&str> = path.split('/').collect();
-    let expected = match parts.as_slice() {
-        ["", service, method] if !service.is_empty() && !method.is_empty() && path.len() <= MAX_PATH_LEN => {
-            Some((*service, *method))
-        }
-        _ => None,
-    };
+    let expected = reference::split_path(path);
     let split = split_path(path);
     assert_eq!(split, expected, "{path:?}");
     if let Some((service, method)) = split {
