@@ -77,6 +77,9 @@ mod client;
 pub mod code;
 mod error;
 #[cfg(feature = "exporter")]
+#[allow(dead_code)]
+mod exposition;
+#[cfg(feature = "exporter")]
 pub mod exporter;
 mod frame;
 mod future;

@@ -1,0 +1,3 @@
+//! What `/metrics` serves: the data model and the formats written from it.
+
+pub(crate) mod model;
