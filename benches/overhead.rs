@@ -56,7 +56,7 @@ use http_body::{Body, Frame};
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tonic_metrics::{ClientMetricsLayer, GrpcType, MethodRegistry, ServerMetricsLayer, names::DEFAULT_BUCKETS};
-use tonic_metrics_echo::inproc::{GrpcBody, GrpcEcho};
+use tonic_metrics_testing::inproc::{GrpcBody, GrpcEcho};
 use tower::{Layer, Service};
 
 const SERVICE: &str = "grpc.examples.echo.Echo";
@@ -74,7 +74,7 @@ const STREAM_FRAMES: usize = 1_000;
 const MANY_METHODS: usize = 10_000;
 
 // ---------------------------------------------------------------------------------------
-// Driving the gRPC-shaped inner service (`tonic_metrics_echo::inproc::GrpcEcho`).
+// Driving the gRPC-shaped inner service (`tonic_metrics_testing::inproc::GrpcEcho`).
 // ---------------------------------------------------------------------------------------
 
 /// A request to `uri` with a body of `frames` messages, and the `GrpcMethod` extension

@@ -34,8 +34,8 @@ use tonic::{
     Request,
     transport::{Channel, Server},
 };
-use tonic_metrics::{Client, ClientMetricsLayer, GrpcMetrics, PrometheusExporter, ServerMetricsLayer};
-use tonic_metrics_echo::{
+use tonic_metrics::{ClientMetrics, ClientMetricsLayer, PrometheusExporter, ServerMetricsLayer};
+use tonic_metrics_testing::{
     EchoClient, EchoServer, EchoService,
     exposition::{self, Sample},
 };
@@ -66,7 +66,7 @@ struct Args {
     metrics_port: Option<u16>,
 }
 
-type Echo = EchoClient<GrpcMetrics<Channel, Client>>;
+type Echo = EchoClient<ClientMetrics<Channel>>;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -228,8 +228,8 @@ async fn one_call(client: &mut Echo, dice: &mut Dice) {
     }
 }
 
-fn req(message: &str) -> tonic_metrics_echo::EchoRequest {
-    tonic_metrics_echo::EchoRequest { message: message.into() }
+fn req(message: &str) -> tonic_metrics_testing::EchoRequest {
+    tonic_metrics_testing::EchoRequest { message: message.into() }
 }
 
 /// One row per method that saw traffic.

@@ -63,7 +63,7 @@ use std::{
 use clap::Parser;
 use tonic::transport::{Channel, Endpoint};
 use tonic_metrics::GrpcCode;
-use tonic_metrics_echo::{EchoClient, EchoRequest};
+use tonic_metrics_testing::{EchoClient, EchoRequest};
 
 /// Concurrent unary load on the echo service; optionally compares a target with a baseline.
 #[derive(Debug, Parser)]

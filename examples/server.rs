@@ -65,7 +65,7 @@ use tonic::{
     transport::{Server, server::TcpIncoming},
 };
 use tonic_metrics::{Naming, PrometheusExporter, ServerMetricsLayer};
-use tonic_metrics_echo::{EchoServer, EchoService};
+use tonic_metrics_testing::{EchoServer, EchoService};
 use tower::ServiceBuilder;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing_subscriber::EnvFilter;

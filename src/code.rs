@@ -47,8 +47,11 @@ pub enum GrpcCode {
 }
 
 impl GrpcCode {
-    /// All 17 codes, in numeric order.
-    pub const ALL: [GrpcCode; 17] = [
+    /// How many codes there are (17): the size of per-code tables.
+    pub const COUNT: usize = 17;
+
+    /// All [`COUNT`](Self::COUNT) codes, in numeric order.
+    pub const ALL: [GrpcCode; Self::COUNT] = [
         Self::Ok,
         Self::Canceled,
         Self::Unknown,
@@ -78,7 +81,7 @@ impl GrpcCode {
         self as i32
     }
 
-    /// Index into per-code tables (`0..17`).
+    /// Index into per-code tables (`0..COUNT`).
     pub(crate) const fn index(self) -> usize {
         self as usize
     }

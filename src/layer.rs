@@ -13,18 +13,8 @@ use crate::{
     instruments::{Config, MethodTable, RecorderRef},
     names::{MetricNames, Naming},
     registry::MethodRegistry,
+    side::{Side, sealed},
 };
-
-/// Which end of the RPC a layer sits on. Implemented by [`Server`](crate::Server) and
-/// [`Client`](crate::Client); sealed.
-pub trait Side: sealed::Sealed + Send + Sync + 'static {}
-
-pub(crate) mod sealed {
-    pub trait Sealed {
-        /// Whether the layer sits on the server (records `grpc_server_*`).
-        const IS_SERVER: bool;
-    }
-}
 
 /// A tower [`Layer`] that records go-grpc-prometheus metrics for every RPC through the
 /// `metrics` facade. `GrpcMetricsLayer<Server>` ([`ServerMetricsLayer`](crate::ServerMetricsLayer))

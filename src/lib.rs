@@ -75,12 +75,13 @@ mod body;
 mod call;
 mod client;
 pub mod code;
+mod deadline;
 mod error;
+#[cfg(feature = "exporter")]
+pub mod exporter;
 #[cfg(feature = "exporter")]
 #[allow(dead_code)]
 mod exposition;
-#[cfg(feature = "exporter")]
-pub mod exporter;
 mod frame;
 mod future;
 mod instruments;
@@ -91,9 +92,9 @@ pub mod names;
 pub mod push;
 mod registry;
 mod server;
+pub mod side;
 
 pub use body::{RequestBody, ResponseBody};
-pub use client::Client;
 pub use code::GrpcCode;
 pub use error::Error;
 #[cfg(feature = "exporter")]
@@ -101,12 +102,11 @@ pub use exporter::{MetricsServer, PrometheusExporter};
 pub use frame::FrameCounter;
 pub use future::{BoxErrorFuture, ResponseFuture};
 pub use instruments::DEFAULT_MAX_METHODS;
-pub use layer::{GrpcMetrics, GrpcMetricsLayer, Side};
+pub use layer::{GrpcMetrics, GrpcMetricsLayer};
 pub use names::Naming;
 #[cfg(feature = "push-gateway")]
 pub use push::{MetricsPusher, PushGateway};
 pub use registry::{GrpcType, MethodRegistry};
-pub use server::Server;
 
 /// Internals exposed for the fuzz targets in `fuzz/` and the property tests in
 /// `tests/parsers.rs`. Not part of the public API: no semver guarantees.
@@ -123,9 +123,13 @@ pub mod __fuzz {
 }
 
 /// The layer for tonic servers: records `grpc_server_*`.
-pub type ServerMetricsLayer = GrpcMetricsLayer<Server>;
+pub type ServerMetricsLayer = GrpcMetricsLayer<side::Server>;
 /// The layer for tonic clients (`Channel`): records `grpc_client_*`.
-pub type ClientMetricsLayer = GrpcMetricsLayer<Client>;
+pub type ClientMetricsLayer = GrpcMetricsLayer<side::Client>;
+/// The service [`ServerMetricsLayer`] wraps around a server (`S`: tonic's router).
+pub type ServerMetrics<S> = GrpcMetrics<S, side::Server>;
+/// The service [`ClientMetricsLayer`] wraps around a client (`S`: a `Channel`).
+pub type ClientMetrics<S> = GrpcMetrics<S, side::Client>;
 
 /// A boxed error, as tonic and tower use.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

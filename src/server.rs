@@ -8,22 +8,11 @@ use tower_service::Service;
 use crate::{
     body::{RequestBody, ResponseBody},
     call::Call,
+    deadline::grpc_timeout,
     future::ResponseFuture,
-    layer::{GrpcMetrics, Side, sealed},
+    layer::GrpcMetrics,
+    side::Server,
 };
-
-/// Marker for the server side: records `grpc_server_*`, naming each RPC from its path.
-///
-/// The request body counts `grpc_server_msg_received_total`, the response body
-/// `grpc_server_msg_sent_total`. An error from the inner service counts as `Unknown`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Server;
-
-impl sealed::Sealed for Server {
-    const IS_SERVER: bool = true;
-}
-
-impl Side for Server {}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcMetrics<S, Server>
 where
@@ -41,7 +30,10 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let call = self.table.lookup_path(request.uri().path()).map(Call::start);
+        let call = self
+            .table
+            .lookup_path(request.uri().path())
+            .map(|method| Call::start(method, grpc_timeout(request.headers())));
         let method = call.as_ref().map(|call| call.method().clone());
         // If the inner `call` panics, `call` is dropped while unwinding and records `Canceled`.
         let future = self.inner.call(request.map(|body| RequestBody::new(body, method)));

@@ -17,7 +17,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tonic_metrics::{ClientMetricsLayer, GrpcType, MethodRegistry, ServerMetricsLayer};
-use tonic_metrics_echo::inproc::{FRAME, GrpcBody, GrpcEcho};
+use tonic_metrics_testing::inproc::{FRAME, GrpcBody, GrpcEcho};
 use tower::{Layer, Service, ServiceExt};
 
 struct CountingAllocator;

@@ -26,9 +26,10 @@
 //!   counts a message when its body hands it to HTTP/2, the receiver when it reads it. So
 //!   `server received <= client sent`, `client received <= server sent`, and every
 //!   message of a call that completed is counted on both sides.
-//! - A deadline shorter than the handler is `Canceled` on both sides: tonic's server-side
-//!   timeout drops the call (the layer sees a drop) and answers `Cancelled`, and tonic's
-//!   client-side timeout also surfaces as `Cancelled`.
+//! - A deadline shorter than the handler is `DeadlineExceeded` on both sides, whatever the
+//!   caller saw: tonic's server-side timeout drops the call at the deadline the request
+//!   carried (the layer sees a drop at or after it), and tonic's client-side timeout
+//!   surfaces as `Cancelled` to the caller but is recorded as the deadline it is.
 //! - Calls made after a graceful shutdown began fail on the client (`Unavailable`) and
 //!   never reach the server; calls in flight at a graceful shutdown complete normally.
 //!   A hard stop (the server's runtime dropped) records every in-flight call as `Canceled`
@@ -51,8 +52,8 @@ use common::*;
 use tokio::{net::TcpListener, sync::oneshot};
 use tokio_stream::{Stream, StreamExt, wrappers::TcpListenerStream};
 use tonic::{Code, Request, Status, Streaming, transport::Channel};
-use tonic_metrics::{ClientMetricsLayer, GrpcCode, GrpcMetrics, ServerMetricsLayer, names::*};
-use tonic_metrics_echo::{EchoClient, EchoRequest, EchoResponse, EchoServer, EchoService, STREAM_RESPONSES};
+use tonic_metrics::{ClientMetricsLayer, GrpcCode, ServerMetricsLayer, names::*};
+use tonic_metrics_testing::{EchoClient, EchoRequest, EchoResponse, EchoServer, EchoService, STREAM_RESPONSES};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -246,7 +247,7 @@ impl Drop for ChaosServer {
 // The clients and their tally
 // ---------------------------------------------------------------------------------------
 
-type Client = EchoClient<GrpcMetrics<Channel, tonic_metrics::Client>>;
+type Client = EchoClient<tonic_metrics::ClientMetrics<Channel>>;
 
 /// What a caller planned for one call.
 #[derive(Debug, Clone, Copy)]
@@ -284,6 +285,19 @@ type Tally = Arc<Mutex<Vec<Record>>>;
 
 fn code_of(status: &Status) -> GrpcCode {
     GrpcCode::from(status.code())
+}
+
+/// The code both layers record for a call that failed with `status`: a call whose deadline
+/// expired is `DeadlineExceeded`, though tonic hands the caller `Cancelled` when its own
+/// client-side timer wins.
+fn expected_code(plan: Plan, status: &Status) -> GrpcCode {
+    match plan {
+        Plan::Deadline { .. } => {
+            assert!(matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded), "deadline: {status:?}");
+            GrpcCode::DeadlineExceeded
+        }
+        _ => code_of(status),
+    }
 }
 
 fn message(text: impl Into<String>) -> EchoRequest {
@@ -355,7 +369,7 @@ async fn call(client: &mut Client, kind: usize, plan: Plan) -> Record {
             }
             match client.unary_echo(request).await {
                 Ok(_) => record(GrpcCode::Ok, 1, 1, false),
-                Err(status) => record(code_of(&status), 1, 0, false),
+                Err(status) => record(expected_code(plan, &status), 1, 0, false),
             }
         }
         // Server streaming: the echo handler always sends its first message before failing.
@@ -417,7 +431,7 @@ async fn call(client: &mut Client, kind: usize, plan: Plan) -> Record {
             }
             match client.client_streaming_echo(request).await {
                 Ok(_) => record(GrpcCode::Ok, sent, 1, false),
-                Err(status) => record(code_of(&status), sent, 0, false),
+                Err(status) => record(expected_code(plan, &status), sent, 0, false),
             }
         }
         // Bidirectional streaming.
@@ -612,10 +626,17 @@ fn assert_sides_agree(server: &Recorded, client: &Recorded, records: &[Record], 
     for (_, method) in METHODS {
         // A call the client saw end with a status ended with that status on the server too
         // (the server layer reads it before it is sent). A call the client cancelled may
-        // have ended on the server with any code, or not have reached it at all.
-        let canceled = get(&client_codes, method, GrpcCode::Canceled);
-        let mut from_cancels = get(&server_codes, method, GrpcCode::Canceled);
-        for code in GrpcCode::ALL.into_iter().filter(|code| *code != GrpcCode::Canceled) {
+        // have ended on the server with any code, or not have reached it at all. So may a
+        // call whose deadline the client saw expire: its reset can reach the server before
+        // the server's own clock (started when the request arrived) reaches the deadline,
+        // which makes it `Canceled` there, as in Go.
+        let uncertain = [GrpcCode::Canceled, GrpcCode::DeadlineExceeded];
+        let deadlines = get(&client_codes, method, GrpcCode::DeadlineExceeded);
+        let server_deadlines = get(&server_codes, method, GrpcCode::DeadlineExceeded);
+        assert!(server_deadlines <= deadlines, "{method}: server {server_deadlines} deadlines > client {deadlines}");
+        let canceled = get(&client_codes, method, GrpcCode::Canceled) + deadlines;
+        let mut from_cancels = get(&server_codes, method, GrpcCode::Canceled) + server_deadlines;
+        for code in GrpcCode::ALL.into_iter().filter(|code| !uncertain.contains(code)) {
             let (s, c) = (get(&server_codes, method, code), get(&client_codes, method, code));
             if exact {
                 assert_eq!(s, c, "{method} {code}: server {s}, client {c}");
@@ -625,9 +646,12 @@ fn assert_sides_agree(server: &Recorded, client: &Recorded, records: &[Record], 
             }
         }
         if exact {
-            assert_eq!(from_cancels, canceled, "{method} Canceled");
+            assert_eq!(from_cancels, canceled, "{method} Canceled and DeadlineExceeded");
         } else {
-            assert!(from_cancels <= canceled, "{method}: {from_cancels} server outcomes for {canceled} client cancels");
+            assert!(
+                from_cancels <= canceled,
+                "{method}: {from_cancels} server outcomes for {canceled} client cancels and deadlines"
+            );
         }
         let (server_started, client_started) =
             (per_method(server, SERVER_STARTED, method), per_method(client, CLIENT_STARTED, method));

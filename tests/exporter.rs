@@ -20,7 +20,7 @@ use std::{
 use tokio::net::TcpStream;
 use tokio_stream::StreamExt;
 use tonic_metrics::{Error, PrometheusExporter, ServerMetricsLayer, names::DEFAULT_BUCKETS};
-use tonic_metrics_echo::{
+use tonic_metrics_testing::{
     EchoClient, EchoRequest, STREAM_RESPONSES,
     exposition::{self, HttpResponse, Sample},
 };

@@ -23,7 +23,7 @@ use common::*;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use tonic_metrics::{PrometheusExporter, RequestBody, ServerMetricsLayer, names::*};
-use tonic_metrics_echo::exposition::{self, Sample};
+use tonic_metrics_testing::exposition::{self, Sample};
 use tower::{Layer, Service, ServiceExt};
 
 const SCRAPERS: usize = 4;

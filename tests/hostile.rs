@@ -35,11 +35,8 @@ use tokio::{
 };
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{server::NamedService, transport::Server};
-use tonic_metrics::{
-    DEFAULT_MAX_METHODS, GrpcMetricsLayer, MetricsServer, PrometheusExporter, Server as ServerSide, ServerMetricsLayer,
-    names::*,
-};
-use tonic_metrics_echo::{EchoServer, EchoService, exposition};
+use tonic_metrics::{DEFAULT_MAX_METHODS, MetricsServer, PrometheusExporter, ServerMetricsLayer, names::*};
+use tonic_metrics_testing::{EchoServer, EchoService, exposition};
 
 // ---------------------------------------------------------------------------------------
 // Live heap bytes
@@ -115,7 +112,7 @@ struct RawServer {
 }
 
 impl RawServer {
-    async fn start(layer: GrpcMetricsLayer<ServerSide>) -> Self {
+    async fn start(layer: ServerMetricsLayer) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -219,7 +216,7 @@ fn frame(compressed: bool, payload: &[u8]) -> Vec<u8> {
 
 /// An encoded `EchoRequest { message }`.
 fn echo_request(message: &str) -> Vec<u8> {
-    prost::Message::encode_to_vec(&tonic_metrics_echo::EchoRequest { message: message.into() })
+    prost::Message::encode_to_vec(&tonic_metrics_testing::EchoRequest { message: message.into() })
 }
 
 /// Well-formed unary calls through a real tonic client, in the background, until stopped:
@@ -234,7 +231,7 @@ impl Bystander {
         let stop = Arc::new(AtomicBool::new(false));
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        let mut client = tonic_metrics_echo::EchoClient::new(channel);
+        let mut client = tonic_metrics_testing::EchoClient::new(channel);
         let flag = stop.clone();
         let task = tokio::spawn(async move {
             let mut calls = 0;
@@ -478,7 +475,7 @@ struct Hostile {
 }
 
 impl Hostile {
-    async fn start(layer: GrpcMetricsLayer<ServerSide>) -> Self {
+    async fn start(layer: ServerMetricsLayer) -> Self {
         let _shared = SERIAL.read().await;
         count_panics();
         let (recorder, metrics) = Recorded::new();

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use common::{ECHO, TestServer, echo_registry, req};
 use tonic_metrics::{ClientMetricsLayer, Naming, PrometheusExporter, ServerMetricsLayer, names::OTEL_BUCKETS};
-use tonic_metrics_echo::{
+use tonic_metrics_testing::{
     EchoClient, EchoRequest, EchoResponse,
     exposition::{self, Sample},
 };

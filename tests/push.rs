@@ -18,7 +18,7 @@ use hyper::{Request, Response, body::Incoming, server::conn::http1, service::ser
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tonic_metrics::{Error, PrometheusExporter, ServerMetricsLayer, push::PushGateway};
-use tonic_metrics_echo::exposition;
+use tonic_metrics_testing::exposition;
 
 /// One request as the fake gateway saw it.
 #[derive(Debug, Clone)]

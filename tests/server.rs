@@ -9,7 +9,7 @@ use http::uri::PathAndQuery;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, transport::Channel};
 use tonic_metrics::{ServerMetricsLayer, names::*};
-use tonic_metrics_echo::{EchoRequest, EchoResponse, STREAM_RESPONSES};
+use tonic_metrics_testing::{EchoRequest, EchoResponse, STREAM_RESPONSES};
 
 /// Calls an arbitrary path with an `EchoRequest`, as a misbehaving client would.
 async fn call_path(channel: Channel, path: String) -> Result<EchoResponse, tonic::Status> {
@@ -159,8 +159,10 @@ async fn deadline_shorter_than_the_handler_is_recorded_once() {
 
     let labels = method("unary", "UnaryEcho");
     m.eventually("the deadline is recorded", |m| m.counter_sum(SERVER_HANDLED) == 1).await;
-    // tonic's timeout sits outside user layers: it drops our future, which reads as a cancel.
-    assert_eq!(m.counter(SERVER_HANDLED, &with_code(labels.clone(), "Canceled")), Some(1));
+    // tonic's timeout sits outside user layers and drops our future at the deadline the
+    // request carried: a drop at the deadline is `DeadlineExceeded`, not a cancel.
+    assert_eq!(m.counter(SERVER_HANDLED, &with_code(labels.clone(), "DeadlineExceeded")), Some(1));
+    assert_eq!(m.counter(SERVER_HANDLED, &with_code(labels.clone(), "Canceled")), Some(0));
     let seconds = m.histogram(SERVER_HANDLING_SECONDS, &labels).unwrap();
     assert!(seconds[0] >= 0.04 && seconds[0] < 1.0, "{seconds:?}");
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -260,7 +262,7 @@ async fn concurrent_mixed_load_balances_started_and_handled() {
     let channel = server.channel().await;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200u32 {
-        let mut client = tonic_metrics_echo::EchoClient::new(channel.clone());
+        let mut client = tonic_metrics_testing::EchoClient::new(channel.clone());
         tasks.spawn(async move {
             let message = match i % 5 {
                 0 => "hello".to_string(),

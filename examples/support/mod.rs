@@ -3,12 +3,12 @@
 
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
 use tonic_metrics::MethodRegistry;
-use tonic_metrics_echo::{EchoServer, EchoService};
+use tonic_metrics_testing::{EchoServer, EchoService};
 use tonic_reflection::pb::{v1, v1alpha};
 
 /// Every method the example server serves: echo, health, reflection v1 and v1alpha.
 pub fn registry() -> Result<MethodRegistry, tonic_metrics::Error> {
-    MethodRegistry::from_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET)?
+    MethodRegistry::from_file_descriptor_set(tonic_metrics_testing::FILE_DESCRIPTOR_SET)?
         .with_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)?
         .with_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)?
         .with_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
@@ -30,7 +30,7 @@ pub async fn not_serving(reporter: &HealthReporter) {
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_metrics_testing::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)

@@ -13,14 +13,14 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
-use tonic_metrics::{GrpcMetricsLayer, MethodRegistry, Server as ServerSide};
-use tonic_metrics_echo::{EchoClient, EchoServer, EchoService};
+use tonic_metrics::{MethodRegistry, ServerMetricsLayer};
+use tonic_metrics_testing::{EchoClient, EchoServer, EchoService};
 
 pub const ECHO: &str = "grpc.examples.echo.Echo";
 
 /// The echo service's registry.
 pub fn echo_registry() -> MethodRegistry {
-    MethodRegistry::from_file_descriptor_set(tonic_metrics_echo::FILE_DESCRIPTOR_SET).unwrap()
+    MethodRegistry::from_file_descriptor_set(tonic_metrics_testing::FILE_DESCRIPTOR_SET).unwrap()
 }
 
 /// Labels as `(name, value)` pairs, order-insensitive.
@@ -151,7 +151,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(layer: GrpcMetricsLayer<ServerSide>) -> Self {
+    pub async fn start(layer: ServerMetricsLayer) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -183,8 +183,8 @@ impl TestServer {
 }
 
 /// An `EchoRequest`.
-pub fn req(message: &str) -> tonic_metrics_echo::EchoRequest {
-    tonic_metrics_echo::EchoRequest { message: message.into() }
+pub fn req(message: &str) -> tonic_metrics_testing::EchoRequest {
+    tonic_metrics_testing::EchoRequest { message: message.into() }
 }
 
 /// Runs `promtool check metrics` on `scrape` when the `PROMTOOL` environment variable names

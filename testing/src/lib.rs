@@ -1,5 +1,7 @@
-//! The canonical gRPC echo service (`grpc.examples.echo.Echo`), used by `tonic-metrics`'
-//! tests, examples and benchmarks. Not published.
+//! Test support for `tonic-metrics` (not published): the canonical gRPC echo service
+//! (`grpc.examples.echo.Echo`) used by the tests, examples and benchmarks, an exposition
+//! parser for the tests ([`exposition`]) and an in-process gRPC service for benchmarks and
+//! allocation counts ([`inproc`]).
 //!
 //! The behaviour is driven by the request text, so a test or a load generator can ask for
 //! any outcome without a second service:

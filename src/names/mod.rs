@@ -25,7 +25,9 @@
 //! with [`PrometheusExporter::with_naming`](crate::PrometheusExporter::with_naming), adds the
 //! `_seconds` unit suffix as OpenTelemetry's Prometheus translation does.
 
-use metrics::{Recorder, SharedString, Unit};
+pub(crate) mod catalogue;
+
+use metrics::{Recorder, SharedString};
 
 /// `grpc_server_started_total`: RPCs started on the server.
 pub const SERVER_STARTED: &str = "grpc_server_started_total";
@@ -107,7 +109,6 @@ pub struct MetricNames {
     /// Whether this side receives the request body (server) or sends it (client).
     pub(crate) receives_requests: bool,
     pub(crate) naming: Naming,
-    descriptions: [&'static str; 5],
 }
 
 pub(crate) static SERVER: MetricNames = MetricNames {
@@ -118,13 +119,6 @@ pub(crate) static SERVER: MetricNames = MetricNames {
     handling_seconds: SERVER_HANDLING_SECONDS,
     receives_requests: true,
     naming: Naming::GoGrpcPrometheus,
-    descriptions: [
-        "Total number of RPCs started on the server.",
-        "Total number of RPCs completed on the server, regardless of success or failure.",
-        "Total number of RPC stream messages received on the server.",
-        "Total number of gRPC stream messages sent by the server.",
-        "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
-    ],
 };
 
 pub(crate) static CLIENT: MetricNames = MetricNames {
@@ -135,29 +129,14 @@ pub(crate) static CLIENT: MetricNames = MetricNames {
     handling_seconds: CLIENT_HANDLING_SECONDS,
     receives_requests: false,
     naming: Naming::GoGrpcPrometheus,
-    descriptions: [
-        "Total number of RPCs started on the client.",
-        "Total number of RPCs completed by the client, regardless of success or failure.",
-        "Total number of RPC stream messages received by the client.",
-        "Total number of gRPC stream messages sent by the client.",
-        "Histogram of response latency (seconds) of the gRPC until it is finished by the application.",
-    ],
 };
 
 // Only the histogram is recorded under OpenTelemetry naming; the counters' names are never used.
-pub(crate) static SERVER_OTEL: MetricNames = MetricNames {
-    handling_seconds: OTEL_SERVER_CALL_DURATION,
-    naming: Naming::OpenTelemetry,
-    descriptions: ["", "", "", "", "Measures the duration of inbound remote procedure calls (RPC)."],
-    ..SERVER
-};
+pub(crate) static SERVER_OTEL: MetricNames =
+    MetricNames { handling_seconds: OTEL_SERVER_CALL_DURATION, naming: Naming::OpenTelemetry, ..SERVER };
 
-pub(crate) static CLIENT_OTEL: MetricNames = MetricNames {
-    handling_seconds: OTEL_CLIENT_CALL_DURATION,
-    naming: Naming::OpenTelemetry,
-    descriptions: ["", "", "", "", "Measures the duration of outbound remote procedure calls (RPC)."],
-    ..CLIENT
-};
+pub(crate) static CLIENT_OTEL: MetricNames =
+    MetricNames { handling_seconds: OTEL_CLIENT_CALL_DURATION, naming: Naming::OpenTelemetry, ..CLIENT };
 
 impl MetricNames {
     /// The names of one side under one naming scheme.
@@ -169,37 +148,6 @@ impl MetricNames {
             (false, Naming::OpenTelemetry) => &CLIENT_OTEL,
         }
     }
-
-    /// Adds HELP text (and the unit of the histogram) for every metric of this side.
-    pub(crate) fn describe(&self, recorder: &dyn Recorder) {
-        let [started, handled, received, sent, seconds] = self.descriptions;
-        if self.naming == Naming::OpenTelemetry {
-            let help = SharedString::const_str(seconds);
-            recorder.describe_histogram(self.handling_seconds.into(), Some(Unit::Seconds), help);
-            return;
-        }
-        let counters =
-            [(self.started, started), (self.handled, handled), (self.msg_received, received), (self.msg_sent, sent)];
-        for (name, help) in counters {
-            recorder.describe_counter(name.into(), Some(Unit::Count), SharedString::const_str(help));
-        }
-        recorder.describe_histogram(
-            self.handling_seconds.into(),
-            Some(Unit::Seconds),
-            SharedString::const_str(seconds),
-        );
-    }
-
-    /// Every histogram name with its default buckets, for exporters that must set them.
-    #[cfg(feature = "exporter")]
-    pub(crate) fn histograms() -> [(&'static str, &'static [f64]); 4] {
-        [
-            (SERVER.handling_seconds, DEFAULT_BUCKETS),
-            (CLIENT.handling_seconds, DEFAULT_BUCKETS),
-            (SERVER_OTEL.handling_seconds, OTEL_BUCKETS),
-            (CLIENT_OTEL.handling_seconds, OTEL_BUCKETS),
-        ]
-    }
 }
 
 /// Adds HELP text for every metric this crate records (server and client, both naming
@@ -208,7 +156,12 @@ impl MetricNames {
 /// The exporter in this crate calls it for you; call it yourself when you install a
 /// recorder of your own. Descriptions of metrics that are never recorded do not show.
 pub fn describe_all(recorder: &dyn Recorder) {
-    for names in [&SERVER, &CLIENT, &SERVER_OTEL, &CLIENT_OTEL] {
-        names.describe(recorder);
+    for family in catalogue::FAMILIES {
+        let help = SharedString::const_str(family.help);
+        let unit = family.unit.map(|unit| unit.facade());
+        match family.kind {
+            catalogue::FamilyKind::Counter => recorder.describe_counter(family.name.into(), unit, help),
+            catalogue::FamilyKind::Histogram => recorder.describe_histogram(family.name.into(), unit, help),
+        }
     }
 }

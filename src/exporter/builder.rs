@@ -1,48 +1,21 @@
-//! One call to serve `/metrics` for Prometheus, on the gRPC port + 1 by default.
-//!
-//! ```no_run
-//! use std::net::SocketAddr;
-//! use tonic_metrics::PrometheusExporter;
-//!
-//! # #[tokio::main] async fn main() {
-//! let grpc_addr: SocketAddr = "0.0.0.0:50051".parse().unwrap();
-//! // Serves http://0.0.0.0:50052/metrics; on failure, logs a warning and returns None,
-//! // and the gRPC server starts all the same.
-//! let metrics = PrometheusExporter::for_grpc_addr(grpc_addr).install_or_warn();
-//! # drop(metrics); }
-//! ```
-//!
-//! Unlike `metrics-exporter-prometheus`' own `install()`, nothing is left behind when
-//! starting fails: the listener is bound before the recorder is installed, and no task is
-//! spawned until both have succeeded.
+//! The exporter's builder: where to listen, how to render, and starting it cleanly.
 
 use std::{
-    convert::Infallible,
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener},
     time::Duration,
 };
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use metrics_util::MetricKindMask;
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::net::TcpListener;
 
+use super::server::MetricsServer;
 use crate::{
     Error,
-    names::{self, MetricNames, Naming},
+    names::{self, Naming},
 };
-
-/// Open `/metrics` connections served at once; further ones are closed on accept.
-const MAX_CONNECTIONS: usize = 64;
-
-/// Content type of the Prometheus text exposition format.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Where the metrics listener binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,10 +193,12 @@ impl PrometheusExporter {
         // Prometheus' recommended naming adds unit suffixes (and `_total`, which the
         // go-grpc-prometheus counters already carry, so their names do not change).
         let mut builder = PrometheusBuilder::new().with_recommended_naming(self.naming == Naming::OpenTelemetry);
-        for (name, default_buckets) in MetricNames::histograms() {
-            let buckets = self.buckets.as_deref().unwrap_or(default_buckets);
+        let histograms =
+            names::catalogue::FAMILIES.iter().filter(|f| f.kind == names::catalogue::FamilyKind::Histogram);
+        for family in histograms {
+            let buckets = self.buckets.as_deref().unwrap_or(family.buckets);
             builder = builder
-                .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                .set_buckets_for_metric(Matcher::Full(family.name.to_owned()), buckets)
                 .map_err(|_| Error::InvalidBuckets(buckets.to_vec()))?;
         }
         for (key, value) in &self.global_labels {
@@ -304,201 +279,5 @@ impl PrometheusExporter {
                 None
             }
         }
-    }
-}
-
-/// The running `/metrics` listener.
-///
-/// Dropping it leaves the listener running for the life of the runtime; call
-/// [`shutdown`](Self::shutdown) to stop it and free the port.
-#[derive(Debug)]
-pub struct MetricsServer {
-    local_addr: SocketAddr,
-    handle: PrometheusHandle,
-    tasks: JoinSet<()>,
-}
-
-impl MetricsServer {
-    fn spawn(
-        runtime: &tokio::runtime::Handle,
-        listener: TcpListener,
-        handle: PrometheusHandle,
-        allowlist: Vec<IpNet>,
-        upkeep_interval: Duration,
-    ) -> Self {
-        // A bound socket always has an address; the fallback only keeps this infallible.
-        let local_addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let mut tasks = JoinSet::new();
-        tasks.spawn_on(serve(listener, handle.clone(), allowlist), runtime);
-        let upkeep = handle.clone();
-        tasks.spawn_on(
-            async move {
-                let mut interval = tokio::time::interval(upkeep_interval);
-                loop {
-                    interval.tick().await;
-                    upkeep.run_upkeep();
-                }
-            },
-            runtime,
-        );
-        Self { local_addr, handle, tasks }
-    }
-
-    /// The address actually bound (with the real port when port 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The exposition text a scrape would get now.
-    pub fn render(&self) -> String {
-        self.handle.render()
-    }
-
-    /// The recorder's handle (render, upkeep).
-    pub fn handle(&self) -> &PrometheusHandle {
-        &self.handle
-    }
-
-    /// Stops the listener, its connections and its upkeep task, and frees the port.
-    pub async fn shutdown(mut self) {
-        let mut tasks = std::mem::take(&mut self.tasks);
-        tasks.shutdown().await;
-    }
-}
-
-impl Drop for MetricsServer {
-    /// Leaves the listener serving for the life of the runtime, so that ignoring the
-    /// handle (`let _ = exporter.install();`) still serves `/metrics`.
-    fn drop(&mut self) {
-        self.tasks.detach_all();
-    }
-}
-
-/// Accepts scrapes until dropped; connections live in a `JoinSet` so they end with it.
-async fn serve(listener: TcpListener, handle: PrometheusHandle, allowlist: Vec<IpNet>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::debug!(%error, "metrics listener: accept failed");
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                if connections.len() >= MAX_CONNECTIONS {
-                    // Scrapers open one connection at a time; many at once is abuse, and
-                    // closing the newest keeps memory bounded.
-                    tracing::debug!(%peer, "metrics listener: too many open connections, closing");
-                    drop(stream);
-                    continue;
-                }
-                let allowed = allowlist.is_empty() || allowlist.iter().any(|net| net.contains(&peer.ip()));
-                let handle = handle.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |request| {
-                        let response = respond(&request, allowed, &handle);
-                        async move { Ok::<_, Infallible>(response) }
-                    });
-                    // A peer that connects and sends nothing is dropped after a while.
-                    let connection = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(10))
-                        .serve_connection(TokioIo::new(stream), service);
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "metrics listener: connection failed");
-                    }
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-fn respond(request: &Request<Incoming>, allowed: bool, handle: &PrometheusHandle) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &'static str, body: Bytes| {
-        let mut response = Response::new(Full::new(body));
-        *response.status_mut() = status;
-        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-        response
-    };
-    let text = |status: StatusCode, body: &'static str| {
-        reply(status, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
-    };
-    if !allowed {
-        return text(StatusCode::FORBIDDEN, "forbidden\n");
-    }
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    match request.uri().path() {
-        "/metrics" => {
-            let text = Bytes::from(handle.render());
-            let length = header::HeaderValue::from(text.len());
-            // HEAD gets the Content-Length a GET would, and no body.
-            let body = if request.method() == Method::HEAD { Bytes::new() } else { text };
-            let mut response = reply(StatusCode::OK, TEXT_FORMAT, body);
-            response.headers_mut().insert(header::CONTENT_LENGTH, length);
-            response
-        }
-        "/health" | "/healthz" => text(StatusCode::OK, "OK\n"),
-        "/" => text(StatusCode::OK, "tonic-metrics exporter: scrape /metrics\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found: scrape /metrics\n"),
-    }
-}
-
-/// Command-line flags for a server's CLI (feature `clap`): flatten them into your own
-/// arguments with `#[command(flatten)]`.
-///
-/// ```
-/// use clap::Parser;
-/// use tonic_metrics::exporter::MetricsArgs;
-///
-/// #[derive(Parser)]
-/// struct Cli {
-///     #[arg(long, default_value_t = 50051)]
-///     port: u16,
-///     #[command(flatten)]
-///     metrics: MetricsArgs,
-/// }
-///
-/// let cli = Cli::parse_from(["server", "--port", "7000", "--enable-metrics"]);
-/// let exporter = cli.metrics.exporter(([0, 0, 0, 0], cli.port).into()).unwrap();
-/// assert_eq!(exporter.listen_addr().unwrap().port(), 7001);
-/// ```
-#[cfg(feature = "clap")]
-#[cfg_attr(docsrs, doc(cfg(feature = "clap")))]
-#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
-pub struct MetricsArgs {
-    /// Serve Prometheus metrics over HTTP at /metrics.
-    #[arg(long)]
-    pub enable_metrics: bool,
-
-    /// Port of the /metrics listener [default: the gRPC port + 1].
-    #[arg(long, value_name = "PORT", requires = "enable_metrics")]
-    pub metrics_http_port: Option<u16>,
-}
-
-#[cfg(feature = "clap")]
-impl MetricsArgs {
-    /// The exporter these flags ask for, next to `grpc_addr`; `None` without `--enable-metrics`.
-    pub fn exporter(&self, grpc_addr: SocketAddr) -> Option<PrometheusExporter> {
-        self.enable_metrics.then(|| {
-            let exporter = PrometheusExporter::for_grpc_addr(grpc_addr);
-            match self.metrics_http_port {
-                Some(port) => exporter.with_port(port),
-                None => exporter,
-            }
-        })
-    }
-
-    /// Installs the exporter these flags ask for, logging (not failing) if it cannot start.
-    pub fn install_or_warn(&self, grpc_addr: SocketAddr) -> Option<MetricsServer> {
-        self.exporter(grpc_addr)?.install_or_warn()
     }
 }

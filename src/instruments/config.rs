@@ -1,0 +1,59 @@
+//! How a layer records: its configuration and the recorder it records into.
+
+use std::{fmt, sync::Arc};
+
+use metrics::Recorder;
+
+use super::{filter::MethodFilter, table::DEFAULT_MAX_METHODS};
+use crate::{names::Naming, registry::MethodRegistry};
+
+/// Which recorder the handles are registered with.
+#[derive(Clone, Default)]
+pub(crate) enum RecorderRef {
+    /// Whatever `metrics` has installed when the handles are first resolved.
+    #[default]
+    Global,
+    Explicit(Arc<dyn Recorder + Send + Sync>),
+}
+
+impl RecorderRef {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&dyn Recorder) -> T) -> T {
+        match self {
+            Self::Global => metrics::with_recorder(f),
+            Self::Explicit(recorder) => f(recorder.as_ref()),
+        }
+    }
+}
+
+impl fmt::Debug for RecorderRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Global => "Global",
+            Self::Explicit(_) => "Explicit(..)",
+        })
+    }
+}
+
+/// Everything that decides how a layer records; shared by the server and client layers.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub registry: Option<MethodRegistry>,
+    pub max_methods: usize,
+    pub code_on_histogram: bool,
+    pub naming: Naming,
+    pub recorder: RecorderRef,
+    pub filter: MethodFilter,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            registry: None,
+            max_methods: DEFAULT_MAX_METHODS,
+            code_on_histogram: false,
+            naming: Naming::GoGrpcPrometheus,
+            recorder: RecorderRef::Global,
+            filter: MethodFilter::default(),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Everything known of each metric this crate records, in one table: the name the layer
+//! records under, the name Prometheus sees, the type, the unit, the HELP text and the
+//! default buckets. The exporter stores and renders these families itself; anything else
+//! recorded through `metrics` is the application's.
+
+use metrics::Unit;
+
+use super::{
+    CLIENT_HANDLED, CLIENT_HANDLING_SECONDS, CLIENT_MSG_RECEIVED, CLIENT_MSG_SENT, CLIENT_STARTED, DEFAULT_BUCKETS,
+    OTEL_BUCKETS, OTEL_CLIENT_CALL_DURATION, OTEL_SERVER_CALL_DURATION, SERVER_HANDLED, SERVER_HANDLING_SECONDS,
+    SERVER_MSG_RECEIVED, SERVER_MSG_SENT, SERVER_STARTED,
+};
+
+/// The Prometheus type of a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FamilyKind {
+    Counter,
+    Histogram,
+}
+
+/// A family's unit, as OpenMetrics' `# UNIT` and the `metrics` facade spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FamilyUnit {
+    Seconds,
+    Bytes,
+}
+
+impl FamilyUnit {
+    /// The OpenMetrics unit (also the suffix of the exposed name).
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Seconds => "seconds",
+            Self::Bytes => "bytes",
+        }
+    }
+
+    /// The unit as the `metrics` facade's `describe_*` takes it.
+    pub(crate) const fn facade(self) -> Unit {
+        match self {
+            Self::Seconds => Unit::Seconds,
+            Self::Bytes => Unit::Bytes,
+        }
+    }
+}
+
+/// What a histogram measures, which decides the exporter option that sets its buckets and
+/// whether it can be a native histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Measure {
+    /// Counters.
+    Count,
+    /// A call's handling time or duration: `with_buckets`; native with `with_native_histograms`.
+    Latency,
+    /// Time to the first response message: `with_first_message_buckets`; native too.
+    FirstMessage,
+    /// Message sizes in bytes: `with_size_buckets`.
+    Size,
+}
+
+/// One metric family this crate records.
+#[derive(Debug)]
+pub(crate) struct FamilyInfo {
+    /// The name the layer records under (the `metrics` key name).
+    pub name: &'static str,
+    /// The name in the exposition (what Prometheus stores).
+    pub exposition: &'static str,
+    pub kind: FamilyKind,
+    pub unit: Option<FamilyUnit>,
+    pub help: &'static str,
+    pub measure: Measure,
+    /// Default bucket boundaries (histograms only).
+    pub buckets: &'static [f64],
+}
+
+const fn counter(name: &'static str, help: &'static str) -> FamilyInfo {
+    FamilyInfo {
+        name,
+        exposition: name,
+        kind: FamilyKind::Counter,
+        unit: None,
+        help,
+        measure: Measure::Count,
+        buckets: &[],
+    }
+}
+
+const fn histogram(
+    name: &'static str,
+    exposition: &'static str,
+    unit: FamilyUnit,
+    measure: Measure,
+    buckets: &'static [f64],
+    help: &'static str,
+) -> FamilyInfo {
+    FamilyInfo { name, exposition, kind: FamilyKind::Histogram, unit: Some(unit), help, measure, buckets }
+}
+
+/// Every family, all naming schemes, both sides.
+pub(crate) static FAMILIES: &[FamilyInfo] = &[
+    // go-grpc-prometheus, with its HELP texts.
+    counter(SERVER_STARTED, "Total number of RPCs started on the server."),
+    counter(SERVER_HANDLED, "Total number of RPCs completed on the server, regardless of success or failure."),
+    counter(SERVER_MSG_RECEIVED, "Total number of RPC stream messages received on the server."),
+    counter(SERVER_MSG_SENT, "Total number of gRPC stream messages sent by the server."),
+    histogram(
+        SERVER_HANDLING_SECONDS,
+        SERVER_HANDLING_SECONDS,
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        DEFAULT_BUCKETS,
+        "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+    ),
+    counter(CLIENT_STARTED, "Total number of RPCs started on the client."),
+    counter(CLIENT_HANDLED, "Total number of RPCs completed by the client, regardless of success or failure."),
+    counter(CLIENT_MSG_RECEIVED, "Total number of RPC stream messages received by the client."),
+    counter(CLIENT_MSG_SENT, "Total number of gRPC stream messages sent by the client."),
+    histogram(
+        CLIENT_HANDLING_SECONDS,
+        CLIENT_HANDLING_SECONDS,
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        DEFAULT_BUCKETS,
+        "Histogram of response latency (seconds) of the gRPC until it is finished by the application.",
+    ),
+    // OpenTelemetry RPC semantic conventions, named as OpenTelemetry's Prometheus
+    // translation names them (dots to underscores, the unit as a suffix).
+    histogram(
+        OTEL_SERVER_CALL_DURATION,
+        "rpc_server_call_duration_seconds",
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        OTEL_BUCKETS,
+        "Measures the duration of inbound remote procedure calls (RPC).",
+    ),
+    histogram(
+        OTEL_CLIENT_CALL_DURATION,
+        "rpc_client_call_duration_seconds",
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        OTEL_BUCKETS,
+        "Measures the duration of outbound remote procedure calls (RPC).",
+    ),
+];
+
+/// The family recorded under `name`, if it is one of this crate's.
+pub(crate) fn family(name: &str) -> Option<&'static FamilyInfo> {
+    FAMILIES.iter().find(|family| family.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_exposed_names_valid() {
+        for (i, family) in FAMILIES.iter().enumerate() {
+            assert!(FAMILIES[..i].iter().all(|other| other.name != family.name), "{}", family.name);
+            assert!(FAMILIES[..i].iter().all(|other| other.exposition != family.exposition), "{}", family.exposition);
+            let valid = family.exposition.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            assert!(valid && !family.exposition.starts_with(|c: char| c.is_ascii_digit()), "{}", family.exposition);
+            match family.kind {
+                FamilyKind::Counter => assert!(family.exposition.ends_with("_total"), "{}", family.exposition),
+                FamilyKind::Histogram => {
+                    let unit = family.unit.expect("histograms have a unit").as_str();
+                    assert!(family.exposition.ends_with(&format!("_{unit}")), "{}", family.exposition);
+                    assert!(!family.buckets.is_empty() && family.buckets.windows(2).all(|w| w[0] < w[1]));
+                }
+            }
+        }
+    }
+}
