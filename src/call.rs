@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{code::GrpcCode, instruments::MethodInstruments};
+use crate::{code::GrpcCode, exemplar::ExemplarLabels, instruments::MethodInstruments};
 
 /// How much earlier than its deadline a dropped call still counts as `DeadlineExceeded`.
 ///
@@ -33,13 +33,15 @@ pub(crate) struct Call {
     start: Instant,
     /// The request's `grpc-timeout`, measured from `start`.
     timeout: Option<Duration>,
+    /// Attached to the latency observation.
+    exemplar: Option<ExemplarLabels>,
     finished: bool,
 }
 
 impl Call {
-    pub fn start(method: Arc<MethodInstruments>, timeout: Option<Duration>) -> Self {
+    pub fn start(method: Arc<MethodInstruments>, timeout: Option<Duration>, exemplar: Option<ExemplarLabels>) -> Self {
         method.record_started();
-        Self { method, start: Instant::now(), timeout, finished: false }
+        Self { method, start: Instant::now(), timeout, exemplar, finished: false }
     }
 
     pub fn method(&self) -> &Arc<MethodInstruments> {
@@ -61,7 +63,7 @@ impl Call {
             Some(timeout) if elapsed + slack >= timeout => GrpcCode::DeadlineExceeded,
             _ => code,
         };
-        self.method.record_handled(code, elapsed);
+        self.method.record_handled(code, elapsed, self.exemplar.as_ref());
     }
 
     /// Records the outcome of an error from the inner service or body.

@@ -38,7 +38,8 @@ where
             Some(grpc) => self.table.lookup(grpc.service(), grpc.method()),
             None => self.table.lookup_path(request.uri().path()),
         };
-        let call = method.map(|method| Call::start(method, grpc_timeout(request.headers())));
+        let call =
+            method.map(|method| Call::start(method, grpc_timeout(request.headers()), self.table.exemplar(&request)));
         let method = call.as_ref().map(|call| call.method().clone());
         let future = self.inner.call(request.map(|body| tonic::body::Body::new(RequestBody::new(body, method))));
         ResponseFuture::new(BoxErrorFuture::new(future), call)

@@ -10,6 +10,7 @@ use metrics::Recorder;
 use tower_layer::Layer;
 
 use crate::{
+    exemplar::ExemplarLabels,
     instruments::{Config, MethodTable, RecorderRef},
     names::{MetricNames, Naming},
     registry::MethodRegistry,
@@ -92,6 +93,25 @@ impl<K: Side> GrpcMetricsLayer<K> {
     /// ```
     pub fn with_naming(self, naming: Naming) -> Self {
         self.configure(|config| config.naming = naming)
+    }
+
+    /// Attaches an exemplar to each call's handling-time observation: the trace id of the
+    /// request's W3C `traceparent` header (on a client, of the outgoing request), as
+    /// `{trace_id="…"}`. Calls without a valid `traceparent` are recorded without one, at
+    /// no cost. This crate's exporter keeps the latest exemplar of each bucket and serves it
+    /// to OpenMetrics and protobuf scrapers; see [`exemplar`](crate::exemplar).
+    pub fn with_exemplars(self) -> Self {
+        self.with_exemplars_from(crate::exemplar::from_traceparent_header)
+    }
+
+    /// Attaches the exemplar `extract` picks from each request's headers and extensions
+    /// (for example from a trace context another layer put there), instead of reading
+    /// `traceparent`.
+    pub fn with_exemplars_from<F>(self, extract: F) -> Self
+    where
+        F: Fn(&http::HeaderMap, &http::Extensions) -> Option<ExemplarLabels> + Send + Sync + 'static,
+    {
+        self.configure(|config| config.exemplars = Some(Arc::new(extract)))
     }
 
     /// Records into `recorder` instead of the global one (tests, or several registries in

@@ -77,6 +77,7 @@ mod client;
 pub mod code;
 mod deadline;
 mod error;
+pub mod exemplar;
 #[cfg(feature = "exporter")]
 pub mod exporter;
 #[cfg(feature = "exporter")]
@@ -120,6 +121,16 @@ pub mod __fuzz {
 
     /// The longest path recorded under its own name.
     pub const MAX_PATH_LEN: usize = crate::instruments::MAX_PATH_LEN;
+
+    /// The trace id of a W3C `traceparent` value, as the exemplar extractor reads it.
+    pub fn parse_traceparent(value: &[u8]) -> Option<[u8; 16]> {
+        crate::exemplar::parse_traceparent(value)
+    }
+
+    /// The timeout of a `grpc-timeout` value, as the layer reads a request's deadline.
+    pub fn parse_grpc_timeout(value: &[u8]) -> Option<std::time::Duration> {
+        crate::deadline::parse_grpc_timeout(value)
+    }
 }
 
 /// The layer for tonic servers: records `grpc_server_*`.

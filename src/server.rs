@@ -33,7 +33,7 @@ where
         let call = self
             .table
             .lookup_path(request.uri().path())
-            .map(|method| Call::start(method, grpc_timeout(request.headers())));
+            .map(|method| Call::start(method, grpc_timeout(request.headers()), self.table.exemplar(&request)));
         let method = call.as_ref().map(|call| call.method().clone());
         // If the inner `call` panics, `call` is dropped while unwinding and records `Canceled`.
         let future = self.inner.call(request.map(|body| RequestBody::new(body, method)));

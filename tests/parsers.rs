@@ -1,12 +1,15 @@
-//! Property tests for the three parsers that read untrusted bytes: the gRPC frame counter,
-//! the request path splitter and the `grpc-status` parser. The same properties as the
+//! Property tests for the parsers that read untrusted bytes: the gRPC frame counter, the
+//! request path splitter, the `grpc-status`, `grpc-timeout` and `traceparent` parsers. The same properties as the
 //! `cargo fuzz` targets in `fuzz/`, so CI exercises them on every run; each compares the
 //! parser with a naive reference implementation.
 
 mod reference;
 
 use proptest::prelude::*;
-use tonic_metrics::{__fuzz::split_path, FrameCounter, GrpcCode};
+use tonic_metrics::{
+    __fuzz::{parse_grpc_timeout, parse_traceparent, split_path},
+    FrameCounter, GrpcCode,
+};
 
 /// Bytes that are mostly well-formed frames (small lengths), with arbitrary garbage mixed
 /// in: pure random bytes almost always start a frame of gigabytes and test little else.
@@ -30,6 +33,31 @@ fn path() -> impl Strategy<Value = String> {
         proptest::collection::vec(segment, 0..5).prop_map(|parts| parts.join("/")),
         ("[A-Za-z.]{1,8}", "[A-Za-z]{1,8}").prop_map(|(s, m)| format!("/{s}/{m}")),
     ]
+}
+
+/// `traceparent` values near the valid shape: the right field lengths with random hex
+/// (upper case, zeros and bad digits mixed in), random separators, extra fields.
+fn traceparent() -> impl Strategy<Value = Vec<u8>> {
+    let field = |len: usize| {
+        prop_oneof![
+            8 => proptest::collection::vec(prop_oneof![Just(b'0'), Just(b'f'), Just(b'a'), Just(b'9')], len..=len),
+            1 => proptest::collection::vec(any::<u8>(), len..=len),
+            1 => proptest::collection::vec(prop_oneof![Just(b'0'), Just(b'A'), Just(b'g')], len..=len),
+            1 => proptest::collection::vec(Just(b'0'), len..=len),
+        ]
+    };
+    let sep = prop_oneof![8 => Just(b'-'), 1 => any::<u8>()];
+    (
+        field(2),
+        sep.clone(),
+        field(32),
+        sep.clone(),
+        field(16),
+        sep.clone(),
+        field(2),
+        proptest::collection::vec(any::<u8>(), 0..4),
+    )
+        .prop_map(|(v, a, t, b, p, c, f, tail)| [v, vec![a], t, vec![b], p, vec![c], f, tail].concat())
 }
 
 proptest! {
@@ -81,6 +109,25 @@ proptest! {
         ],
     ) {
         prop_assert_eq!(GrpcCode::from_header_value(&value), reference::grpc_status(&value), "{:?}", value);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn traceparent_agrees_with_a_field_splitting_parser(value in prop_oneof![traceparent(), proptest::collection::vec(any::<u8>(), 0..64)]) {
+        prop_assert_eq!(parse_traceparent(&value), reference::traceparent(&value), "{:?}", String::from_utf8_lossy(&value));
+    }
+
+    #[test]
+    fn grpc_timeout_agrees_with_a_str_parser(
+        value in prop_oneof![
+            "[0-9]{0,10}[HMSmunxs ]?".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ],
+    ) {
+        prop_assert_eq!(parse_grpc_timeout(&value), reference::grpc_timeout(&value), "{:?}", String::from_utf8_lossy(&value));
     }
 }
 

@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use metrics::Recorder;
 
 use super::{filter::MethodFilter, table::DEFAULT_MAX_METHODS};
-use crate::{names::Naming, registry::MethodRegistry};
+use crate::{exemplar::ExemplarExtractor, names::Naming, registry::MethodRegistry};
 
 /// Which recorder the handles are registered with.
 #[derive(Clone, Default)]
@@ -35,7 +35,7 @@ impl fmt::Debug for RecorderRef {
 }
 
 /// Everything that decides how a layer records; shared by the server and client layers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Config {
     pub registry: Option<MethodRegistry>,
     pub max_methods: usize,
@@ -43,6 +43,8 @@ pub(crate) struct Config {
     pub naming: Naming,
     pub recorder: RecorderRef,
     pub filter: MethodFilter,
+    /// Where exemplars come from; `None`: no exemplars.
+    pub exemplars: Option<ExemplarExtractor>,
 }
 
 impl Default for Config {
@@ -54,6 +56,21 @@ impl Default for Config {
             naming: Naming::GoGrpcPrometheus,
             recorder: RecorderRef::Global,
             filter: MethodFilter::default(),
+            exemplars: None,
         }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("registry", &self.registry)
+            .field("max_methods", &self.max_methods)
+            .field("code_on_histogram", &self.code_on_histogram)
+            .field("naming", &self.naming)
+            .field("recorder", &self.recorder)
+            .field("filter", &self.filter)
+            .field("exemplars", &self.exemplars.as_ref().map(|_| ".."))
+            .finish()
     }
 }

@@ -11,6 +11,7 @@ use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 use super::config::RecorderRef;
 use crate::{
     code::GrpcCode,
+    exemplar::ExemplarLabels,
     names::{
         LABEL_CODE, LABEL_METHOD, LABEL_SERVICE, LABEL_TYPE, MetricNames, Naming, OTEL_ATTR_METHOD,
         OTEL_ATTR_STATUS_CODE, OTEL_ATTR_SYSTEM_NAME, OTEL_OTHER_METHOD, UNKNOWN,
@@ -177,10 +178,14 @@ impl MethodInstruments {
         self.handles().started.increment(1);
     }
 
-    pub fn record_handled(&self, code: GrpcCode, elapsed: Duration) {
+    pub fn record_handled(&self, code: GrpcCode, elapsed: Duration, exemplar: Option<&ExemplarLabels>) {
         let handles = self.handles();
         self.handled_counter(handles, code).increment(1);
-        self.seconds_histogram(handles, code).record(elapsed.as_secs_f64());
+        let seconds = self.seconds_histogram(handles, code);
+        match exemplar {
+            Some(exemplar) => crate::exemplar::offer(exemplar, || seconds.record(elapsed.as_secs_f64())),
+            None => seconds.record(elapsed.as_secs_f64()),
+        }
     }
 
     pub fn record_request_messages(&self, count: u64) {

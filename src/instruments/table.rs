@@ -16,6 +16,7 @@ use super::{
     method::{Binder, MethodInstruments},
 };
 use crate::{
+    exemplar::{ExemplarExtractor, ExemplarLabels},
     names::{MetricNames, Naming},
     registry::GrpcType,
 };
@@ -57,6 +58,7 @@ pub(crate) struct MethodTable {
     max_methods: usize,
     unknown: Arc<MethodInstruments>,
     filter: MethodFilter,
+    exemplars: Option<ExemplarExtractor>,
 }
 
 impl fmt::Debug for MethodTable {
@@ -105,7 +107,13 @@ impl MethodTable {
             max_methods: config.max_methods,
             unknown,
             filter: config.filter.clone(),
+            exemplars: config.exemplars.clone(),
         }
+    }
+
+    /// The exemplar of a call, if exemplars are on and the request has one.
+    pub fn exemplar<B>(&self, request: &http::Request<B>) -> Option<ExemplarLabels> {
+        self.exemplars.as_ref().and_then(|extract| extract(request.headers(), request.extensions()))
     }
 
     /// Creates the zero-valued series of every registered method.

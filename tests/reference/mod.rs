@@ -45,3 +45,44 @@ pub fn grpc_status(value: &[u8]) -> GrpcCode {
         .and_then(GrpcCode::from_i32)
         .unwrap_or(GrpcCode::Unknown)
 }
+
+/// The trace id of a W3C `traceparent` value, read field by field with `str` splitting:
+/// `version-traceid-parentid-flags`, lowercase hex, version `ff` and all-zero ids invalid,
+/// version `00` exactly four fields, later versions possibly more.
+pub fn traceparent(value: &[u8]) -> Option<[u8; 16]> {
+    let text = std::str::from_utf8(value).ok()?;
+    let fields: Vec<&str> = text.split('-').collect();
+    let lower_hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if fields.len() < 4 || !fields[..4].iter().zip([2, 32, 16, 2]).all(|(f, len)| lower_hex(f, len)) {
+        return None;
+    }
+    let version = u8::from_str_radix(fields[0], 16).ok()?;
+    if version == 0xff || (version == 0 && fields.len() != 4) {
+        return None;
+    }
+    let trace = u128::from_str_radix(fields[1], 16).ok()?;
+    let parent = u64::from_str_radix(fields[2], 16).ok()?;
+    (trace != 0 && parent != 0).then(|| trace.to_be_bytes())
+}
+
+/// A `grpc-timeout` value: 1 to 8 decimal digits and one of `HMSmun`.
+pub fn grpc_timeout(value: &[u8]) -> Option<std::time::Duration> {
+    let text = std::str::from_utf8(value).ok()?;
+    let unit = text.chars().last()?;
+    let digits = &text[..text.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
