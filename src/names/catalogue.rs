@@ -20,6 +20,7 @@ pub(crate) enum FamilyKind {
 
 /// A family's unit, as OpenMetrics' `# UNIT` and the `metrics` facade spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // `Bytes` arrives with the message-size histograms.
 pub(crate) enum FamilyUnit {
     Seconds,
     Bytes,
@@ -45,7 +46,7 @@ impl FamilyUnit {
 
 /// What a histogram measures, which decides the exporter option that sets its buckets and
 /// whether it can be a native histogram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Measure {
     /// Counters.
     Count,
