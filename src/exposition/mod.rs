@@ -5,15 +5,10 @@
 //! one, for tests and tools that want numbers rather than text).
 //!
 //! Every format is written from one `&[MetricFamily]` snapshot, synchronously, into memory:
-//!
-//! - [`text`]: the Prometheus text format 0.0.4, line for line what
-//!   `metrics-exporter-prometheus` renders;
-//! - [`openmetrics`]: OpenMetrics 1.0.0 text, strict enough for the reference parsers;
-//! - [`protobuf`]: delimited `io.prometheus.client.MetricFamily` messages, and their decoder.
-//!
-//! [`negotiate`] picks one of them from a scraper's `Accept` header, [`parse`] reads the
-//! exporter's text back into the model, [`sort`] puts a snapshot in a stable order and
-//! [`encode`] writes it in the chosen format.
+//! the Prometheus text format 0.0.4 (line for line what `metrics-exporter-prometheus`
+//! renders), OpenMetrics 1.0.0 text (strict enough for the reference parsers, with
+//! exemplars) and delimited protobuf `io.prometheus.client.MetricFamily` messages (with
+//! native histograms). The scraper's `Accept` header picks one ([`Format::negotiate`]).
 
 pub mod model;
 pub(crate) mod negotiate;

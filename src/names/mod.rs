@@ -21,9 +21,8 @@
 //! | buckets [`DEFAULT_BUCKETS`] | buckets [`OTEL_BUCKETS`] (the conventions' advice) |
 //!
 //! The OpenTelemetry names are the metric names the `metrics` facade sees: an OpenTelemetry
-//! bridge exports them as they are. The Prometheus exporter turns dots into underscores and,
-//! with [`PrometheusExporter::with_naming`](crate::PrometheusExporter::with_naming), adds the
-//! `_seconds` unit suffix as OpenTelemetry's Prometheus translation does.
+//! bridge exports them as they are. This crate's exporter turns dots into underscores and
+//! adds the `_seconds` unit suffix, as OpenTelemetry's Prometheus translation does.
 
 pub(crate) mod catalogue;
 
