@@ -53,7 +53,7 @@ impl MetricsRecorder {
         // `count` is no unit in OpenMetrics' sense (a counter's samples are counts).
         if let Some(unit) = unit.filter(|unit| *unit != Unit::Count) {
             let mut units = self.units.write().unwrap_or_else(PoisonError::into_inner);
-            units.insert(name.as_str().to_owned(), unit.as_canonical_label());
+            units.insert(name.as_str().to_owned(), unit.as_str());
         }
     }
 }
