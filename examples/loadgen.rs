@@ -5,6 +5,7 @@
 //! cargo run --release --example loadgen -- --target 127.0.0.1:50051 [--target HOST:PORT ...]
 //!     [--baseline HOST:PORT] [--requests N] [--concurrency C] [--rounds R] [--warmup N]
 //!     [--error-every K] [--error-code CODE] [--sleep-ms MS] [--connections K] [--threads T] [--json]
+//!     [--traceparent TRACE_ID|unique [--trace-log FILE]]
 //! ```
 //!
 //! | flag                 | default    | meaning                                                                  |
@@ -21,6 +22,8 @@
 //! | `--connections K`    | 1          | HTTP/2 connections (`Channel`s) per target                               |
 //! | `--threads T`        | CPUs       | tokio worker threads of the load generator                               |
 //! | `--json`             | off        | print a JSON summary as the last stdout line                             |
+//! | `--traceparent T`    | off        | send a W3C `traceparent` header on every call, with trace id `T` (32 hex digits), or a fresh one per call with `unique` |
+//! | `--trace-log FILE`   | off        | with `--traceparent`: write one line per call to FILE, `<trace id> <seconds> <code> <target>` (client-side latency, Go's code spelling) |
 //!
 //! Comparing a server with and without the metrics layer (what the README's performance
 //! table reports), on a machine where other work competes for the CPU:
@@ -48,16 +51,22 @@
 //! `baseline` (the same fields for the baseline server), `rounds` (each round's RPS of both
 //! sides), `target_rps_median`, `baseline_rps_median` and `ratio`. Codes are spelled as in
 //! `grpc_code` labels (Go's spelling: `OK`, `Canceled`, `Internal`, ...).
+//!
+//! `--traceparent` gives a server that records exemplars trace ids to link its latency
+//! buckets to; `--trace-log` says which trace id each call carried and how long it took
+//! (the server's handling time of that call is at most that), so exemplars can be checked.
 
 use std::{
     error::Error,
     fmt::Write as _,
+    io::Write as _,
+    path::PathBuf,
     process::ExitCode,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use clap::Parser;
@@ -116,10 +125,74 @@ struct Args {
     /// Print a JSON summary as the last line of stdout.
     #[arg(long)]
     json: bool,
+
+    /// Send a W3C traceparent header on every call: this trace id (32 hex digits), or
+    /// `unique` for a fresh trace id per call.
+    #[arg(long, value_name = "TRACE_ID|unique", value_parser = parse_trace_ids)]
+    traceparent: Option<TraceIds>,
+
+    /// With --traceparent: write "<trace id> <seconds> <code> <target>" per call to FILE.
+    #[arg(long, value_name = "FILE", requires = "traceparent")]
+    trace_log: Option<PathBuf>,
 }
 
 fn parse_code(text: &str) -> Result<GrpcCode, String> {
     GrpcCode::from_name(text).ok_or_else(|| format!("not a gRPC code: {text:?} (try Internal, NotFound or 13)"))
+}
+
+/// The trace ids `--traceparent` sends.
+#[derive(Debug, Clone)]
+enum TraceIds {
+    /// The same trace id (32 lowercase hex digits) on every call.
+    Fixed(String),
+    /// A fresh trace id per call: a per-process prefix and a call counter.
+    Unique(u64),
+}
+
+fn parse_trace_ids(text: &str) -> Result<TraceIds, String> {
+    if text == "unique" {
+        // Distinct runs get distinct ids: the clock and the pid, never zero.
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        #[allow(clippy::cast_possible_truncation)]
+        let prefix = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
+        return Ok(TraceIds::Unique(prefix | 1));
+    }
+    let valid = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) && text.bytes().any(|b| b != b'0');
+    if valid {
+        Ok(TraceIds::Fixed(text.to_ascii_lowercase()))
+    } else {
+        Err(format!("not a trace id: {text:?} (32 hex digits, not all zero, or `unique`)"))
+    }
+}
+
+/// The traceparent of each call, and what the calls that carried one gave.
+struct Tracing {
+    ids: TraceIds,
+    /// Calls so far (all sides and rounds): the parent id, and the trace id with `Unique`.
+    calls: AtomicU64,
+    /// Whether each call's trace id, latency and code are kept (`--trace-log`).
+    log: bool,
+}
+
+impl Tracing {
+    /// The next call's trace id and `traceparent` value.
+    fn next(&self) -> (String, tonic::metadata::AsciiMetadataValue) {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let trace_id = match &self.ids {
+            TraceIds::Fixed(id) => id.clone(),
+            TraceIds::Unique(prefix) => format!("{prefix:016x}{call:016x}"),
+        };
+        let value = format!("00-{trace_id}-{call:016x}-01");
+        (trace_id, value.parse().expect("a traceparent is ASCII"))
+    }
+}
+
+/// One call of `--trace-log`.
+struct Traced {
+    trace_id: String,
+    seconds: f64,
+    code: GrpcCode,
+    target: usize,
 }
 
 /// Calls answered with each code, indexed by `GrpcCode::index` order (`as_i32`).
@@ -136,6 +209,8 @@ struct Side {
     timed_requests: usize,
     timed_seconds: f64,
     round_rps: Vec<f64>,
+    /// The calls of `--trace-log`.
+    traced: Vec<Traced>,
 }
 
 impl Side {
@@ -152,7 +227,15 @@ impl Side {
             channels.push(per_target);
         }
         let codes = vec![[0; 17]; addrs.len()];
-        Ok(Self { addrs, channels, codes, timed_requests: 0, timed_seconds: 0.0, round_rps: Vec::new() })
+        Ok(Self {
+            addrs,
+            channels,
+            codes,
+            timed_requests: 0,
+            timed_seconds: 0.0,
+            round_rps: Vec::new(),
+            traced: Vec::new(),
+        })
     }
 
     /// Sends `requests` calls with `concurrency` in flight; returns the elapsed time.
@@ -170,26 +253,40 @@ impl Side {
                 .collect();
             let next = next.clone();
             let messages = messages.clone();
+            let tracing = plan.tracing.clone();
             workers.push(tokio::spawn(async move {
                 // Counted locally, merged at the end: no shared counters on the hot path.
                 let mut codes = vec![[0u64; 17]; clients.len()];
+                let mut traced = Vec::new();
+                let log = tracing.as_ref().is_some_and(|tracing| tracing.log);
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     if index >= requests {
-                        break codes;
+                        break (codes, traced);
                     }
                     let target = index % clients.len();
                     let message = messages.for_request(index).to_owned();
-                    let code = match clients[target].unary_echo(EchoRequest { message }).await {
+                    let mut request = tonic::Request::new(EchoRequest { message });
+                    let trace_id = tracing.as_deref().map(|tracing| {
+                        let (trace_id, traceparent) = tracing.next();
+                        request.metadata_mut().insert("traceparent", traceparent);
+                        trace_id
+                    });
+                    let started = Instant::now();
+                    let code = match clients[target].unary_echo(request).await {
                         Ok(_) => GrpcCode::Ok,
                         Err(status) => status.code().into(),
                     };
                     codes[target][code.as_i32() as usize] += 1;
+                    if let Some(trace_id) = trace_id.filter(|_| log) {
+                        traced.push(Traced { trace_id, seconds: started.elapsed().as_secs_f64(), code, target });
+                    }
                 }
             }));
         }
         for worker in workers {
-            let codes = worker.await.expect("a load worker panicked");
+            let (codes, traced) = worker.await.expect("a load worker panicked");
+            self.traced.extend(traced);
             for (total, counted) in self.codes.iter_mut().zip(codes) {
                 for (total, counted) in total.iter_mut().zip(counted) {
                     *total += counted;
@@ -262,6 +359,7 @@ struct Plan {
     error_every: Option<usize>,
     error_code: GrpcCode,
     sleep_ms: Option<u64>,
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl Plan {
@@ -359,6 +457,10 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         error_every: args.error_every,
         error_code: args.error_code,
         sleep_ms: args.sleep_ms,
+        tracing: args
+            .traceparent
+            .clone()
+            .map(|ids| Arc::new(Tracing { ids, calls: AtomicU64::new(0), log: args.trace_log.is_some() })),
     };
 
     let mut target = Side::connect(args.targets.clone(), args.connections).await?;
@@ -431,9 +533,24 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     } else {
         println!("{:.0} rps over {rounds} round(s)", target.timed_requests as f64 / target.timed_seconds);
     }
+    if let Some(path) = &args.trace_log {
+        write_trace_log(path, &target, baseline.as_ref())
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
     json.push('}');
     if args.json {
         println!("{json}");
     }
     Ok(())
+}
+
+/// `--trace-log`: one line per traced call, the targets' calls first.
+fn write_trace_log(path: &std::path::Path, target: &Side, baseline: Option<&Side>) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for side in std::iter::once(target).chain(baseline) {
+        for call in &side.traced {
+            writeln!(out, "{} {:.6} {} {}", call.trace_id, call.seconds, call.code.as_str(), side.addrs[call.target])?;
+        }
+    }
+    out.flush()
 }

@@ -99,8 +99,11 @@ impl HistogramCell {
     fn keep_exemplar(&self, bucket: usize, labels: ExemplarLabels, value: f64) {
         let slots = self.exemplars.get_or_init(|| (0..self.buckets.len()).map(|_| Mutex::new(None)).collect());
         if let Some(slot) = slots.get(bucket) {
-            let stored = StoredExemplar { labels, value, at: SystemTime::now() };
-            *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stored);
+            let mut slot = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Timestamped under the lock: the exemplar stored last is the latest, so a
+            // scraper never sees a bucket's exemplar go back in time (Prometheus rejects
+            // out-of-order exemplars).
+            *slot = Some(StoredExemplar { labels, value, at: SystemTime::now() });
         }
     }
 
