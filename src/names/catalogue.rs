@@ -6,9 +6,14 @@
 use metrics::Unit;
 
 use super::{
-    CLIENT_HANDLED, CLIENT_HANDLING_SECONDS, CLIENT_MSG_RECEIVED, CLIENT_MSG_SENT, CLIENT_STARTED, DEFAULT_BUCKETS,
-    OTEL_BUCKETS, OTEL_CLIENT_CALL_DURATION, OTEL_SERVER_CALL_DURATION, SERVER_HANDLED, SERVER_HANDLING_SECONDS,
-    SERVER_MSG_RECEIVED, SERVER_MSG_SENT, SERVER_STARTED,
+    A66_LATENCY_BUCKETS, A66_SIZE_BUCKETS, CLIENT_HANDLED, CLIENT_HANDLING_SECONDS, CLIENT_MSG_RECEIVED,
+    CLIENT_MSG_RECEIVED_SIZE, CLIENT_MSG_SENT, CLIENT_MSG_SENT_SIZE, CLIENT_STARTED, CLIENT_TIME_TO_FIRST_MESSAGE,
+    DEFAULT_BUCKETS, FIRST_MESSAGE_BUCKETS, GRPC_CLIENT_ATTEMPT_DURATION, GRPC_CLIENT_ATTEMPT_RCVD_BYTES,
+    GRPC_CLIENT_ATTEMPT_SENT_BYTES, GRPC_CLIENT_ATTEMPT_STARTED, GRPC_CLIENT_CALL_DURATION, GRPC_SERVER_CALL_DURATION,
+    GRPC_SERVER_CALL_RCVD_BYTES, GRPC_SERVER_CALL_SENT_BYTES, GRPC_SERVER_CALL_STARTED, OTEL_BUCKETS,
+    OTEL_CLIENT_CALL_DURATION, OTEL_SERVER_CALL_DURATION, SERVER_HANDLED, SERVER_HANDLING_SECONDS, SERVER_MSG_RECEIVED,
+    SERVER_MSG_RECEIVED_SIZE, SERVER_MSG_SENT, SERVER_MSG_SENT_SIZE, SERVER_STARTED, SERVER_TIME_TO_FIRST_MESSAGE,
+    SIZE_BUCKETS,
 };
 
 /// The Prometheus type of a family.
@@ -27,6 +32,7 @@ pub(crate) enum FamilyUnit {
 
 impl FamilyUnit {
     /// The OpenMetrics unit (also the suffix of the exposed name).
+    #[allow(dead_code, reason = "read by the exporter's store, which is being written")]
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::Seconds => "seconds",
@@ -59,6 +65,7 @@ pub(crate) enum Measure {
 
 /// One metric family this crate records.
 #[derive(Debug)]
+#[allow(dead_code, reason = "`exposition` and `measure` are read by the exporter's store, which is being written")]
 pub(crate) struct FamilyInfo {
     /// The name the layer records under (the `metrics` key name).
     pub name: &'static str,
@@ -73,15 +80,11 @@ pub(crate) struct FamilyInfo {
 }
 
 const fn counter(name: &'static str, help: &'static str) -> FamilyInfo {
-    FamilyInfo {
-        name,
-        exposition: name,
-        kind: FamilyKind::Counter,
-        unit: None,
-        help,
-        measure: Measure::Count,
-        buckets: &[],
-    }
+    exposed_counter(name, name, help)
+}
+
+const fn exposed_counter(name: &'static str, exposition: &'static str, help: &'static str) -> FamilyInfo {
+    FamilyInfo { name, exposition, kind: FamilyKind::Counter, unit: None, help, measure: Measure::Count, buckets: &[] }
 }
 
 const fn histogram(
@@ -122,6 +125,56 @@ pub(crate) static FAMILIES: &[FamilyInfo] = &[
         DEFAULT_BUCKETS,
         "Histogram of response latency (seconds) of the gRPC until it is finished by the application.",
     ),
+    // Time to first message (streaming methods) and message sizes (opt-in), named and
+    // described in go-grpc-prometheus' style.
+    histogram(
+        SERVER_TIME_TO_FIRST_MESSAGE,
+        SERVER_TIME_TO_FIRST_MESSAGE,
+        FamilyUnit::Seconds,
+        Measure::FirstMessage,
+        FIRST_MESSAGE_BUCKETS,
+        "Histogram of the time (seconds) from the start of a streaming RPC to the first response message sent by the server.",
+    ),
+    histogram(
+        CLIENT_TIME_TO_FIRST_MESSAGE,
+        CLIENT_TIME_TO_FIRST_MESSAGE,
+        FamilyUnit::Seconds,
+        Measure::FirstMessage,
+        FIRST_MESSAGE_BUCKETS,
+        "Histogram of the time (seconds) from the start of a streaming RPC to the first response message received by the client.",
+    ),
+    histogram(
+        SERVER_MSG_RECEIVED_SIZE,
+        SERVER_MSG_RECEIVED_SIZE,
+        FamilyUnit::Bytes,
+        Measure::Size,
+        SIZE_BUCKETS,
+        "Histogram of the size (bytes, as on the wire) of RPC stream messages received on the server.",
+    ),
+    histogram(
+        SERVER_MSG_SENT_SIZE,
+        SERVER_MSG_SENT_SIZE,
+        FamilyUnit::Bytes,
+        Measure::Size,
+        SIZE_BUCKETS,
+        "Histogram of the size (bytes, as on the wire) of gRPC stream messages sent by the server.",
+    ),
+    histogram(
+        CLIENT_MSG_RECEIVED_SIZE,
+        CLIENT_MSG_RECEIVED_SIZE,
+        FamilyUnit::Bytes,
+        Measure::Size,
+        SIZE_BUCKETS,
+        "Histogram of the size (bytes, as on the wire) of RPC stream messages received by the client.",
+    ),
+    histogram(
+        CLIENT_MSG_SENT_SIZE,
+        CLIENT_MSG_SENT_SIZE,
+        FamilyUnit::Bytes,
+        Measure::Size,
+        SIZE_BUCKETS,
+        "Histogram of the size (bytes, as on the wire) of gRPC stream messages sent by the client.",
+    ),
     // OpenTelemetry RPC semantic conventions, named as OpenTelemetry's Prometheus
     // translation names them (dots to underscores, the unit as a suffix).
     histogram(
@@ -140,9 +193,74 @@ pub(crate) static FAMILIES: &[FamilyInfo] = &[
         OTEL_BUCKETS,
         "Measures the duration of outbound remote procedure calls (RPC).",
     ),
+    // gRPC's own metrics (gRFC A66), named as OpenTelemetry's Prometheus translation names
+    // them, with grpc-python's descriptions.
+    exposed_counter(GRPC_SERVER_CALL_STARTED, "grpc_server_call_started_total", "Number of server calls started"),
+    histogram(
+        GRPC_SERVER_CALL_DURATION,
+        "grpc_server_call_duration_seconds",
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        A66_LATENCY_BUCKETS,
+        "End-to-end time taken to complete a call from server transport's perspective",
+    ),
+    histogram(
+        GRPC_SERVER_CALL_SENT_BYTES,
+        "grpc_server_call_sent_total_compressed_message_size_bytes",
+        FamilyUnit::Bytes,
+        Measure::Size,
+        A66_SIZE_BUCKETS,
+        "Compressed message bytes sent per server call",
+    ),
+    histogram(
+        GRPC_SERVER_CALL_RCVD_BYTES,
+        "grpc_server_call_rcvd_total_compressed_message_size_bytes",
+        FamilyUnit::Bytes,
+        Measure::Size,
+        A66_SIZE_BUCKETS,
+        "Compressed message bytes received per server call",
+    ),
+    exposed_counter(
+        GRPC_CLIENT_ATTEMPT_STARTED,
+        "grpc_client_attempt_started_total",
+        "Number of client call attempts started",
+    ),
+    histogram(
+        GRPC_CLIENT_ATTEMPT_DURATION,
+        "grpc_client_attempt_duration_seconds",
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        A66_LATENCY_BUCKETS,
+        "End-to-end time taken to complete a client call attempt",
+    ),
+    histogram(
+        GRPC_CLIENT_ATTEMPT_SENT_BYTES,
+        "grpc_client_attempt_sent_total_compressed_message_size_bytes",
+        FamilyUnit::Bytes,
+        Measure::Size,
+        A66_SIZE_BUCKETS,
+        "Compressed message bytes sent per client call attempt",
+    ),
+    histogram(
+        GRPC_CLIENT_ATTEMPT_RCVD_BYTES,
+        "grpc_client_attempt_rcvd_total_compressed_message_size_bytes",
+        FamilyUnit::Bytes,
+        Measure::Size,
+        A66_SIZE_BUCKETS,
+        "Compressed message bytes received per call attempt",
+    ),
+    histogram(
+        GRPC_CLIENT_CALL_DURATION,
+        "grpc_client_call_duration_seconds",
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        A66_LATENCY_BUCKETS,
+        "End-to-end time taken to complete a call from client's perspective",
+    ),
 ];
 
 /// The family recorded under `name`, if it is one of this crate's.
+#[allow(dead_code, reason = "read by the exporter's store, which is being written")]
 pub(crate) fn family(name: &str) -> Option<&'static FamilyInfo> {
     FAMILIES.iter().find(|family| family.name == name)
 }
