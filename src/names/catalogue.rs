@@ -268,6 +268,95 @@ pub(crate) fn family(name: &str) -> Option<&'static FamilyInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::{MetricNames, Naming};
+
+    /// Every family a layer can record under any scheme, with its kind.
+    fn recorded(names: &MetricNames) -> Vec<(&'static str, FamilyKind)> {
+        use FamilyKind::{Counter, Histogram};
+        match names.naming {
+            Naming::GoGrpcPrometheus => vec![
+                (names.started, Counter),
+                (names.handled, Counter),
+                (names.msg_received, Counter),
+                (names.msg_sent, Counter),
+                (names.handling_seconds, Histogram),
+                (names.first_message, Histogram),
+                (names.msg_received_size, Histogram),
+                (names.msg_sent_size, Histogram),
+            ],
+            Naming::OpenTelemetry => vec![(names.handling_seconds, Histogram)],
+            Naming::Grpc => {
+                let mut families = vec![
+                    (names.started, Counter),
+                    (names.handling_seconds, Histogram),
+                    (names.call_rcvd_bytes, Histogram),
+                    (names.call_sent_bytes, Histogram),
+                ];
+                families.extend(names.call_duration.map(|name| (name, Histogram)));
+                families
+            }
+        }
+    }
+
+    #[test]
+    fn every_recorded_family_is_in_the_catalogue() {
+        let mut all = Vec::new();
+        for naming in [Naming::GoGrpcPrometheus, Naming::OpenTelemetry, Naming::Grpc] {
+            for server in [true, false] {
+                for (name, kind) in recorded(MetricNames::of(server, naming)) {
+                    let family = family(name).unwrap_or_else(|| panic!("{name} is not in the catalogue"));
+                    assert_eq!(family.kind, kind, "{name}");
+                    all.push(name);
+                }
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), FAMILIES.len(), "a family in the catalogue that no layer records");
+    }
+
+    /// gRPC's metrics as OpenTelemetry's Prometheus exporter renders them for grpc-python
+    /// (`/work/a66`): dots to underscores, the unit as a suffix, `_total` on counters.
+    #[test]
+    fn a66_families_are_exposed_as_the_official_plugins_are() {
+        let expected = [
+            ("grpc.server.call.started", "grpc_server_call_started_total", None),
+            ("grpc.server.call.duration", "grpc_server_call_duration_seconds", Some(FamilyUnit::Seconds)),
+            (
+                "grpc.server.call.sent_total_compressed_message_size",
+                "grpc_server_call_sent_total_compressed_message_size_bytes",
+                Some(FamilyUnit::Bytes),
+            ),
+            (
+                "grpc.server.call.rcvd_total_compressed_message_size",
+                "grpc_server_call_rcvd_total_compressed_message_size_bytes",
+                Some(FamilyUnit::Bytes),
+            ),
+            ("grpc.client.attempt.started", "grpc_client_attempt_started_total", None),
+            ("grpc.client.attempt.duration", "grpc_client_attempt_duration_seconds", Some(FamilyUnit::Seconds)),
+            (
+                "grpc.client.attempt.sent_total_compressed_message_size",
+                "grpc_client_attempt_sent_total_compressed_message_size_bytes",
+                Some(FamilyUnit::Bytes),
+            ),
+            (
+                "grpc.client.attempt.rcvd_total_compressed_message_size",
+                "grpc_client_attempt_rcvd_total_compressed_message_size_bytes",
+                Some(FamilyUnit::Bytes),
+            ),
+            ("grpc.client.call.duration", "grpc_client_call_duration_seconds", Some(FamilyUnit::Seconds)),
+        ];
+        for (name, exposition, unit) in expected {
+            let family = family(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!((family.exposition, family.unit), (exposition, unit), "{name}");
+            let buckets = match unit {
+                Some(FamilyUnit::Seconds) => crate::names::A66_LATENCY_BUCKETS,
+                Some(FamilyUnit::Bytes) => crate::names::A66_SIZE_BUCKETS,
+                None => &[],
+            };
+            assert_eq!(family.buckets, buckets, "{name}");
+        }
+    }
 
     #[test]
     fn names_are_unique_and_exposed_names_valid() {
