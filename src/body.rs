@@ -2,10 +2,7 @@
 
 use std::{
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll, ready},
 };
 
@@ -14,7 +11,12 @@ use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::{call::Call, code::GrpcCode, frame::FrameCounter, instruments::MethodInstruments};
+use crate::{
+    call::{Call, CallBytes},
+    code::GrpcCode,
+    frame::FrameCounter,
+    instruments::MethodInstruments,
+};
 
 /// A `HeaderName` rather than a `&str`: looking a `&str` up parses and validates it as a
 /// header name on every call (about 300 instructions, twice per RPC).
@@ -34,8 +36,8 @@ pin_project! {
         inner: B,
         frames: FrameCounter,
         method: Option<Arc<MethodInstruments>>,
-        // The call's request byte total (gRPC naming).
-        bytes: Option<Arc<AtomicU64>>,
+        // The call's byte totals (gRPC naming).
+        bytes: Option<Arc<CallBytes>>,
     }
 }
 
@@ -43,7 +45,7 @@ impl<B> RequestBody<B> {
     /// The request body of `call` (`None`: a method that is not recorded).
     pub(crate) fn new(inner: B, call: Option<&Call>) -> Self {
         let (method, bytes) = match call {
-            Some(call) => (Some(call.method().clone()), call.request_bytes()),
+            Some(call) => (Some(call.method().clone()), call.bytes()),
             None => (None, None),
         };
         Self { inner, frames: FrameCounter::new(), method, bytes }
@@ -69,7 +71,7 @@ impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
             if let Some(total) = this.bytes
                 && bytes > 0
             {
-                total.fetch_add(bytes, Ordering::Relaxed);
+                total.add_request(bytes);
             }
         }
         Poll::Ready(frame)

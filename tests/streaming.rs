@@ -260,7 +260,8 @@ async fn message_sizes_are_the_encoded_lengths_both_ways_on_both_sides() {
     let joined = format!("a,bb,{}", "c".repeat(300));
     let big = "x".repeat(70_000);
     // (method, request sizes, response sizes), sorted.
-    let expected: [((&str, &str), Vec<f64>, Vec<f64>); 4] = [
+    type Sizes = Vec<f64>;
+    let expected: [((&str, &str), Sizes, Sizes); 4] = [
         (("unary", "UnaryEcho"), vec![request_len("hello")], vec![response_len("hello")]),
         (SERVER_STREAM, vec![request_len("hi")], vec![response_len("hi"); STREAM_RESPONSES]),
         (

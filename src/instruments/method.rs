@@ -92,6 +92,8 @@ pub(crate) struct MethodInstruments {
     registered: bool,
     /// A server-streaming or bidi method whose time to first message is recorded.
     first_message: bool,
+    /// gRPC naming: calls total their message bytes.
+    call_bytes: bool,
     handles: OnceLock<Handles>,
 }
 
@@ -131,7 +133,8 @@ impl MethodInstruments {
         let first_message = binder.first_message
             && binder.naming() == Naming::GoGrpcPrometheus
             && matches!(kind, GrpcType::ServerStream | GrpcType::BidiStream);
-        Self { binder, labels, registered, first_message, handles: OnceLock::new() }
+        let call_bytes = binder.naming() == Naming::Grpc;
+        Self { binder, labels, registered, first_message, call_bytes, handles: OnceLock::new() }
     }
 
     fn key(&self, name: &'static str, code: Option<GrpcCode>) -> Key {
@@ -155,7 +158,16 @@ impl MethodInstruments {
         self.binder.naming() == Naming::GoGrpcPrometheus
     }
 
+    #[inline]
     fn handles(&self) -> &Handles {
+        match self.handles.get() {
+            Some(handles) => handles,
+            None => self.init_handles(),
+        }
+    }
+
+    #[cold]
+    fn init_handles(&self) -> &Handles {
         self.handles.get_or_init(|| {
             let names = self.binder.names;
             let naming = self.binder.naming();
@@ -273,14 +285,16 @@ impl MethodInstruments {
     }
 
     /// Whether calls of this method observe their time to first message.
+    #[inline]
     pub fn times_first_message(&self) -> bool {
         self.first_message
     }
 
     /// Whether calls of this method count their message bytes (gRPC naming's per-call
     /// totals).
+    #[inline]
     pub fn counts_call_bytes(&self) -> bool {
-        self.binder.naming() == Naming::Grpc
+        self.call_bytes
     }
 
     pub fn record_started(&self) {
@@ -318,7 +332,9 @@ impl MethodInstruments {
     }
 
     /// Feeds a chunk of the request stream to `frames`: counts the messages it completes
-    /// (and records their sizes, when on). Returns the completed messages' bytes.
+    /// (and records their sizes, when on). Returns the completed messages' bytes (0 when
+    /// sizes are on: only gRPC naming needs the bytes, and it has no sizes).
+    #[inline]
     pub fn observe_request(&self, frames: &mut FrameCounter, chunk: &[u8]) -> u64 {
         let handles = self.handles();
         self.observe(frames, chunk, &handles.request_messages, &handles.request_sizes).1
@@ -326,20 +342,19 @@ impl MethodInstruments {
 
     /// Feeds a chunk of the response stream to `frames`: counts the messages it completes
     /// (and records their sizes, when on). Returns how many messages it completed and
-    /// their bytes.
+    /// their bytes (0 when sizes are on, as for requests).
+    #[inline]
     pub fn observe_response(&self, frames: &mut FrameCounter, chunk: &[u8]) -> (u64, u64) {
         let handles = self.handles();
         self.observe(frames, chunk, &handles.response_messages, &handles.response_sizes)
     }
 
-    #[inline]
+    #[inline(always)]
     fn observe(&self, frames: &mut FrameCounter, chunk: &[u8], messages: &Counter, sizes: &Histogram) -> (u64, u64) {
         let mut bytes = 0u64;
+        // Summing the lengths costs an add per message; the sizes, an observation each.
         let count = if self.binder.message_sizes {
-            frames.feed_with(chunk, |len| {
-                sizes.record(f64::from(len));
-                bytes += u64::from(len);
-            })
+            frames.feed_with(chunk, |len| sizes.record(f64::from(len)))
         } else {
             frames.feed_with(chunk, |len| bytes += u64::from(len))
         };
