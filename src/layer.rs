@@ -63,7 +63,8 @@ impl<K: Side> GrpcMetricsLayer<K> {
 
     /// Names each registered method with its exact `grpc_type`, creates its series at
     /// zero up front, and records every other path as `grpc_service="unknown",
-    /// grpc_method="unknown"`.
+    /// grpc_method="unknown"`. The registry's types also decide which methods have a time
+    /// to first message (server-streaming and bidi ones).
     pub fn with_registry(self, registry: MethodRegistry) -> Self {
         self.configure(|config| config.registry = Some(registry))
     }
@@ -178,7 +179,8 @@ impl<K: Side> GrpcMetricsLayer<K> {
 
     /// Creates the zero-valued series of every registered method now, in the recorder in
     /// force now. Layering a service does this too; call it when the recorder is
-    /// installed after the server starts.
+    /// installed after the server starts. Under [`Naming::Grpc`] it does nothing: gRPC's
+    /// own metrics have no series before their first observation.
     pub fn preinitialize(&self) {
         self.table().preinitialize();
     }
@@ -228,8 +230,8 @@ impl<S, K: Side> Layer<S> for GrpcMetricsLayer<K> {
     }
 }
 
-/// The service produced by [`GrpcMetricsLayer`]; see [`Server`](crate::Server) and
-/// [`Client`](crate::Client) for what each side records.
+/// The service produced by [`GrpcMetricsLayer`]; see [`Server`](crate::side::Server) and
+/// [`Client`](crate::side::Client) for what each side records.
 pub struct GrpcMetrics<S, K> {
     pub(crate) inner: S,
     pub(crate) table: Arc<MethodTable>,

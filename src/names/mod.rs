@@ -97,10 +97,20 @@
 //!   go-grpc-prometheus' counters, time to first message or per-message sizes are recorded.
 //! - Buckets: [`A66_LATENCY_BUCKETS`] and [`A66_SIZE_BUCKETS`], A66's recommended boundaries
 //!   (grpc-go passes them as bucket advice; grpc-python leaves OpenTelemetry's defaults).
-//! - Where this crate differs from grpc-python on purpose: a server call cut off by its
-//!   deadline is `DEADLINE_EXCEEDED` (grpc-python's server says `OK`); a client call on a
-//!   registered method's path without a generated stub (a raw `tonic::client::Grpc` call) is
-//!   named, where grpc-python names only stub methods; the target is canonical.
+//! - Checked side by side against grpc-python 1.85 (`grpcio-observability` with
+//!   OpenTelemetry's Prometheus exporter and A66's buckets), each side with the same peer
+//!   and traffic mix (registered and unregistered methods, error statuses, all four RPC
+//!   kinds, a deadline), once rendered with OpenTelemetry's naming and the `otel_scope_*`
+//!   labels and the target set aside: every family, type, HELP text, label name, label value,
+//!   count, sum and bucket is equal, but for these differences, on purpose:
+//!   - a server call cut off by its deadline is `DEADLINE_EXCEEDED`, as the client sees it;
+//!     grpc-python's server records it as `OK`;
+//!   - `grpc.client.call.duration` is recorded, as grpc-go does; grpc-python 1.85 has it
+//!     disabled;
+//!   - the default target is canonical (`dns:///host:port`), as A66 asks and grpc-go does;
+//!     grpc-python records the target string as given;
+//!   - a client call on a registered method's path made without a generated stub (a raw
+//!     `tonic::client::Grpc` call) is named; grpc-python names only stub methods.
 //! - Per-call byte totals are shared between the request body and the call: under this
 //!   scheme only, each call makes one small heap allocation (an `Arc<AtomicU64>`).
 
