@@ -37,8 +37,9 @@
 //! ```
 //!
 //! with `bare`, `layer`, `noop`, `naive`, `client-bare`, `client`, `layer-10k`,
-//! `bare-10k`, or, for calls of 1,000 response messages, `stream-bare`, `stream-counts`,
-//! `stream-ttfm`, `stream-sizes` or `stream-grpc`; the difference between two counts (say 2,000 and 12,000 calls) divided by
+//! `bare-10k`, or, for calls of 1,000 response messages, `stream-bare`, `stream-counts`
+//! (the method registered as unary), `stream-ttfm`, `stream-sizes` or `stream-grpc`
+//! (`stream-req-*`: 1,000 request messages); the difference between two counts (say 2,000 and 12,000 calls) divided by
 //! the difference in calls is the cost of one call, set-up excluded. That mode never runs
 //! the recorders' upkeep (a background task's work, paid per series every 5 s rather than
 //! per call).
@@ -624,16 +625,23 @@ fn fixed_calls(spec: &str) {
                 .layer(GrpcEcho::UNARY);
             run(Box::new(move |i| drive(&mut layer, request(&paths[i % paths.len()], 1))));
         }
-        "stream-bare" => {
-            let mut bare = GrpcEcho { response_frames: STREAM_FRAMES };
-            run(Box::new(move |_| drive(&mut bare, request(&uri, 1))));
-        }
         stream if stream.starts_with("stream-") => {
-            let wanted = format!("layer_prometheus_{}", &stream["stream-".len()..]);
-            let wanted = if stream == "stream-counts" { "layer_prometheus" } else { wanted.as_str() };
+            // `stream-<variant>`: 1,000 response messages; `stream-req-<variant>`: 1,000
+            // request messages.
+            let (variant, echo, request_frames) = match stream.strip_prefix("stream-req-") {
+                Some(variant) => (variant, GrpcEcho::UNARY, STREAM_FRAMES),
+                None => (&stream["stream-".len()..], GrpcEcho { response_frames: STREAM_FRAMES }, 1),
+            };
+            if variant == "bare" {
+                let mut bare = echo;
+                run(Box::new(move |_| drive(&mut bare, request(&uri, request_frames))));
+                return;
+            }
+            let wanted =
+                if variant == "counts" { "layer_prometheus".to_owned() } else { format!("layer_prometheus_{variant}") };
             let layer = stream_layers().into_iter().find(|(name, _)| *name == wanted).expect("a stream variant").1;
-            let mut layer = layer.layer(GrpcEcho { response_frames: STREAM_FRAMES });
-            run(Box::new(move |_| drive(&mut layer, request(&uri, 1))));
+            let mut layer = layer.layer(echo);
+            run(Box::new(move |_| drive(&mut layer, request(&uri, request_frames))));
         }
         other => panic!("unknown variant {other:?}"),
     }

@@ -126,13 +126,13 @@ impl Call {
     #[inline]
     pub fn observe_response(&mut self, frames: &mut FrameCounter, chunk: &[u8]) {
         let (count, bytes) = self.method.observe_response(frames, chunk);
-        if let Some(total) = &self.bytes
-            && bytes > 0
+        if bytes > 0
+            && let Some(total) = &self.bytes
         {
             // Only this call writes the response count: no read-modify-write needed.
             total.response.store(total.response.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
         }
-        if count > 0 && self.awaiting_first_message {
+        if self.awaiting_first_message && count > 0 {
             self.awaiting_first_message = false;
             // Only before the end: then every call is either observed or ended without a
             // message, and the two add up to `handled`.

@@ -78,8 +78,15 @@ impl FrameCounter {
                 && let Some((prefix, rest)) = chunk.split_first_chunk::<{ PREFIX_LEN as usize }>()
             {
                 chunk = rest;
-                self.length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
-                self.begin_payload(&mut completed, &mut on_message);
+                let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+                self.length = length;
+                if length == 0 {
+                    completed += 1;
+                    on_message(0);
+                } else {
+                    self.remaining = length;
+                    self.in_payload = true;
+                }
                 continue;
             }
             let byte = chunk[0];
@@ -93,23 +100,16 @@ impl FrameCounter {
             self.prefix_seen += 1;
             if self.prefix_seen == PREFIX_LEN {
                 self.prefix_seen = 0;
-                self.begin_payload(&mut completed, &mut on_message);
+                if self.length == 0 {
+                    completed += 1;
+                    on_message(0);
+                } else {
+                    self.remaining = self.length;
+                    self.in_payload = true;
+                }
             }
         }
         completed
-    }
-
-    /// The prefix is complete: a zero-length message is complete too, any other awaits
-    /// its payload.
-    #[inline]
-    fn begin_payload(&mut self, completed: &mut u64, on_message: &mut impl FnMut(u32)) {
-        if self.length == 0 {
-            *completed += 1;
-            on_message(0);
-        } else {
-            self.remaining = self.length;
-            self.in_payload = true;
-        }
     }
 
     /// Whether the stream so far ends inside a frame (a torn frame if the stream ends now).

@@ -83,6 +83,17 @@ struct CallHistograms {
     call_duration: Histogram,
 }
 
+/// What the layer reads off each message's frame prefix, besides the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Observe {
+    /// Nothing else.
+    Count,
+    /// Each message's size, into the size histogram.
+    Sizes,
+    /// The messages' total bytes, for the call (gRPC naming).
+    Bytes,
+}
+
 /// One method's labels and lazily resolved metric handles.
 pub(crate) struct MethodInstruments {
     binder: Arc<Binder>,
@@ -94,6 +105,8 @@ pub(crate) struct MethodInstruments {
     first_message: bool,
     /// gRPC naming: calls total their message bytes.
     call_bytes: bool,
+    /// What a chunk of messages costs: one flag to read on the hot path.
+    observe: Observe,
     handles: OnceLock<Handles>,
 }
 
@@ -134,7 +147,12 @@ impl MethodInstruments {
             && binder.naming() == Naming::GoGrpcPrometheus
             && matches!(kind, GrpcType::ServerStream | GrpcType::BidiStream);
         let call_bytes = binder.naming() == Naming::Grpc;
-        Self { binder, labels, registered, first_message, call_bytes, handles: OnceLock::new() }
+        let observe = match (call_bytes, binder.message_sizes) {
+            (true, _) => Observe::Bytes,
+            (false, true) => Observe::Sizes,
+            (false, false) => Observe::Count,
+        };
+        Self { binder, labels, registered, first_message, call_bytes, observe, handles: OnceLock::new() }
     }
 
     fn key(&self, name: &'static str, code: Option<GrpcCode>) -> Key {
@@ -352,11 +370,11 @@ impl MethodInstruments {
     #[inline(always)]
     fn observe(&self, frames: &mut FrameCounter, chunk: &[u8], messages: &Counter, sizes: &Histogram) -> (u64, u64) {
         let mut bytes = 0u64;
-        // Summing the lengths costs an add per message; the sizes, an observation each.
-        let count = if self.binder.message_sizes {
-            frames.feed_with(chunk, |len| sizes.record(f64::from(len)))
-        } else {
-            frames.feed_with(chunk, |len| bytes += u64::from(len))
+        // Each its own loop: plain counting (the common case) pays for nothing else.
+        let count = match self.observe {
+            Observe::Count => frames.feed(chunk),
+            Observe::Sizes => frames.feed_with(chunk, |len| sizes.record(f64::from(len))),
+            Observe::Bytes => frames.feed_with(chunk, |len| bytes += u64::from(len)),
         };
         if count > 0 {
             messages.increment(count);

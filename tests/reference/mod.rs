@@ -58,7 +58,9 @@ pub fn grpc_status(value: &[u8]) -> GrpcCode {
 /// `version-traceid-parentid-flags`, lowercase hex, version `ff` and all-zero ids invalid,
 /// version `00` exactly four fields, later versions possibly more.
 pub fn traceparent(value: &[u8]) -> Option<[u8; 16]> {
-    let text = std::str::from_utf8(value).ok()?;
+    // Lossy: a later version's extra fields may hold any bytes (a header value can carry
+    // obs-text), and only the first four fields are read.
+    let text = String::from_utf8_lossy(value);
     let fields: Vec<&str> = text.split('-').collect();
     let lower_hex =
         |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
