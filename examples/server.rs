@@ -3,16 +3,24 @@
 //! port.
 //!
 //! ```text
-//! cargo run --release --example server -- [--host H] [--port P] [--metrics-port M] [--no-metrics] [--otel]
+//! cargo run --release --example server -- [--host H] [--port P] [--metrics-port M] [--no-metrics]
+//!     [--naming go|otel|grpc] [--native-histograms] [--workers N [--multiproc-dir DIR]]
 //! ```
 //!
-//! | flag               | default     | meaning                                                         |
-//! |--------------------|-------------|-----------------------------------------------------------------|
-//! | `--host H`         | `127.0.0.1` | IP address both listeners bind (`0.0.0.0` or `::` for all)      |
-//! | `--port P`         | `50051`     | gRPC port (`0`: an ephemeral port, printed at startup)          |
-//! | `--metrics-port M` | `P + 1`     | `/metrics` port                                                 |
-//! | `--no-metrics`     | off         | the same server without the metrics layer nor the `/metrics` listener: a baseline for load tests |
-//! | `--otel`           | off         | OpenTelemetry naming: `rpc_server_call_duration_seconds` instead of `grpc_server_*` |
+//! | flag                  | default     | meaning                                                        |
+//! |-----------------------|-------------|----------------------------------------------------------------|
+//! | `--host H`            | `127.0.0.1` | IP address both listeners bind (`0.0.0.0` or `::` for all)     |
+//! | `--port P`            | `50051`     | gRPC port (`0`: an ephemeral port, printed at startup)         |
+//! | `--metrics-port M`    | `P + 1`     | `/metrics` port                                                |
+//! | `--no-metrics`        | off         | the same server without the metrics layer nor the `/metrics` listener: a baseline for load tests |
+//! | `--naming N`          | `go`        | `go`: go-grpc-prometheus' `grpc_server_*`; `otel`: OpenTelemetry's `rpc_server_call_duration_seconds`; `grpc`: gRPC's own OpenTelemetry metrics (gRFC A66) |
+//! | `--otel`              | off         | the same as `--naming otel`                                     |
+//! | `--native-histograms` | off         | handling-time histograms are native histograms too, for protobuf scrapers |
+//! | `--workers N`         | off         | N worker processes share the gRPC port (`SO_REUSEPORT`, Linux), in multi-process mode: one `/metrics` serves their sum; a killed worker is restarted; SIGTERM stops them all |
+//! | `--multiproc-dir DIR` | a temporary directory | the directory the workers share (with `--workers`)  |
+//!
+//! Exemplars are on: a call whose request carries a W3C `traceparent` header links its
+//! latency bucket to its trace id in OpenMetrics and protobuf scrapes.
 //!
 //! Once both listeners are up, the server prints one line to stdout, such as
 //!
@@ -50,6 +58,9 @@
 //! ```
 
 mod support;
+#[cfg(target_os = "linux")]
+#[path = "support/workers.rs"]
+mod workers;
 
 use std::{
     error::Error,
@@ -90,9 +101,60 @@ struct Args {
     #[arg(long)]
     no_metrics: bool,
 
-    /// Record OpenTelemetry's rpc.server.call.duration instead of the go-grpc-prometheus family.
-    #[arg(long, conflicts_with = "no_metrics")]
+    /// Metric names: go (go-grpc-prometheus), otel (OpenTelemetry RPC conventions) or grpc
+    /// (gRPC's own OpenTelemetry metrics, gRFC A66).
+    #[arg(long, value_enum, default_value_t = NamingArg::Go, conflicts_with = "no_metrics")]
+    naming: NamingArg,
+
+    /// The same as --naming otel.
+    #[arg(long, conflicts_with_all = ["no_metrics", "naming"])]
     otel: bool,
+
+    /// Make the handling-time histograms native histograms too (served to protobuf scrapers).
+    #[arg(long, conflicts_with = "no_metrics")]
+    native_histograms: bool,
+
+    /// Run N worker processes sharing the gRPC port, with one /metrics for their sum (Linux).
+    #[arg(long, value_name = "N", conflicts_with = "no_metrics")]
+    workers: Option<usize>,
+
+    /// The directory the workers share [default: a fresh temporary directory].
+    #[arg(long, value_name = "DIR", requires = "workers")]
+    multiproc_dir: Option<std::path::PathBuf>,
+
+    /// Internal: this process is one of the workers of `--workers`.
+    #[arg(long, hide = true)]
+    worker: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NamingArg {
+    Go,
+    Otel,
+    Grpc,
+}
+
+impl Args {
+    fn naming(&self) -> Naming {
+        match (self.otel, self.naming) {
+            (true, _) | (false, NamingArg::Otel) => Naming::OpenTelemetry,
+            (false, NamingArg::Grpc) => Naming::GoGrpcPrometheus, // MERGE: Naming::Grpc
+            (false, NamingArg::Go) => Naming::GoGrpcPrometheus,
+        }
+    }
+
+    /// The exporter these flags ask for (in a worker, multi-process mode comes from the
+    /// environment the supervisor set).
+    fn exporter(&self, grpc_addr: SocketAddr) -> PrometheusExporter {
+        let mut exporter = PrometheusExporter::for_grpc_addr(grpc_addr);
+        if let Some(port) = self.metrics_port {
+            exporter = exporter.with_port(port);
+        }
+        if self.native_histograms {
+            exporter = exporter.with_native_histograms();
+        }
+        exporter
+    }
 }
 
 #[tokio::main]
@@ -114,9 +176,14 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    if let Some(workers) = args.workers.filter(|_| !args.worker) {
+        return supervise(&args, workers).await;
+    }
+
     let grpc_addr = SocketAddr::new(args.host, args.port);
-    // Bind gRPC first, so that a busy gRPC port fails before anything else starts.
-    let incoming = TcpIncoming::bind(grpc_addr)
+    // Bind gRPC first, so that a busy gRPC port fails before anything else starts. A worker
+    // shares the port with its siblings.
+    let incoming = if args.worker { bind_shared(grpc_addr) } else { TcpIncoming::bind(grpc_addr) }
         .map_err(|error| format!("cannot listen for gRPC on {grpc_addr}: {error}"))?
         .with_nodelay(Some(true));
     let grpc_local = incoming.local_addr()?;
@@ -128,15 +195,14 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
     let (metrics_layer, metrics_server, metrics_status) = if args.no_metrics {
         (None, None, "metrics disabled".to_owned())
     } else {
-        let naming = if args.otel { Naming::OpenTelemetry } else { Naming::GoGrpcPrometheus };
-        let layer = metrics_layer(naming)?;
-        let mut exporter = PrometheusExporter::for_grpc_addr(grpc_addr).with_naming(naming);
-        if let Some(port) = args.metrics_port {
-            exporter = exporter.with_port(port);
-        }
-        let (server, status) = match exporter.install() {
-            Ok(server) => {
+        let layer = metrics_layer(args.naming())?;
+        let (server, status) = match args.exporter(grpc_addr).install() {
+            Ok(server) if server.is_serving() => {
                 let status = format!("metrics on http://{}/metrics", server.local_addr());
+                (Some(server), status)
+            }
+            Ok(server) => {
+                let status = format!("metrics served by the group on http://{}/metrics", server.local_addr());
                 (Some(server), status)
             }
             Err(error) => {
@@ -194,8 +260,80 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
 }
 
 /// The registry of every method served here, and the layer recording them (into the
-/// global recorder that `install()` set).
+/// global recorder that `install()` set), with exemplars from `traceparent`.
 fn metrics_layer(naming: Naming) -> Result<ServerMetricsLayer, tonic_metrics::Error> {
     let registry = support::registry()?;
-    Ok(ServerMetricsLayer::new().with_registry(registry).with_naming(naming))
+    Ok(ServerMetricsLayer::new().with_registry(registry).with_naming(naming).with_exemplars())
+}
+
+/// A gRPC listener the workers of `--workers` share (`SO_REUSEPORT`).
+#[cfg(target_os = "linux")]
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpIncoming> {
+    let listener = tokio::net::TcpListener::from_std(workers::reuseport_listener(addr)?)?;
+    Ok(TcpIncoming::from(listener))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_shared(_: SocketAddr) -> std::io::Result<TcpIncoming> {
+    Err(std::io::Error::other("--workers needs Linux (SO_REUSEPORT)"))
+}
+
+/// `--workers N`: this process supervises N workers. It joins the multi-process group
+/// first, so it holds the metrics port and serves the workers' sum without a gap when one
+/// dies; it records no RPC itself.
+#[cfg(target_os = "linux")]
+async fn supervise(args: &Args, count: usize) -> Result<(), Box<dyn Error + Send + Sync>> {
+    use tonic_metrics::multiprocess::MultiProcess;
+
+    let (dir, temporary) = workers::group_dir(args.multiproc_dir.clone())?;
+    // A concrete port for everyone, reserved (not listened on) for the workers.
+    let (_reserved, grpc_addr) = workers::reserve_port(SocketAddr::new(args.host, args.port))
+        .map_err(|error| format!("cannot reserve the gRPC port {}: {error}", args.port))?;
+    let metrics = args
+        .exporter(grpc_addr)
+        .with_multiprocess(MultiProcess::new(&dir))
+        .install()
+        .map_err(|error| format!("cannot serve /metrics for the workers: {error}"))?;
+    let metrics_addr = metrics.local_addr();
+    let mut worker_args = vec![
+        "--worker".to_owned(),
+        format!("--host={}", args.host),
+        format!("--port={}", grpc_addr.port()),
+        format!("--metrics-port={}", metrics_addr.port()),
+        format!(
+            "--naming={}",
+            match args.naming() {
+                Naming::OpenTelemetry => "otel",
+                _ => "go",
+            }
+        ),
+    ];
+    if args.native_histograms {
+        worker_args.push("--native-histograms".to_owned());
+    }
+    let signals = Signals::listen()?;
+    let supervised = workers::supervise(
+        count,
+        worker_args,
+        dir.clone(),
+        signals.shutdown(),
+        std::time::Duration::from_secs(10),
+        |pids| {
+            println!("gRPC listening on {grpc_addr} ({count} workers, pids {pids:?}); metrics on http://{metrics_addr}/metrics");
+            let _ = std::io::stdout().flush();
+        },
+    )
+    .await;
+    metrics.shutdown().await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    supervised?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn supervise(_: &Args, _: usize) -> Result<(), Box<dyn Error + Send + Sync>> {
+    Err("--workers needs Linux (SO_REUSEPORT)".into())
 }

@@ -38,6 +38,30 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The metrics port is held by another process of this same program: only that one
+    /// process would be scraped.
+    #[cfg(feature = "exporter")]
+    #[error(
+        "cannot listen for /metrics on {addr}: process {pid} ({program}), another process of this \
+         service, serves it, so Prometheus would see only that process' metrics; run every \
+         process in multi-process mode (PrometheusExporter::with_multiprocess_dir, or the \
+         TONIC_METRICS_MULTIPROC_DIR environment variable) so that the one serving /metrics \
+         serves the sum, or give each process its own metrics port"
+    )]
+    PortHeldBySibling {
+        /// The address that could not be bound.
+        addr: std::net::SocketAddr,
+        /// The process that holds it.
+        pid: u32,
+        /// Its program name (the same as this one's).
+        program: String,
+    },
+
+    /// The native histogram schema is out of range.
+    #[cfg(feature = "exporter")]
+    #[error("invalid native histogram schema {0}: give 0 to 8 (2^schema buckets per power of two)")]
+    InvalidNativeSchema(u8),
+
     /// A global `metrics` recorder was installed already, so this one could not be.
     #[cfg(feature = "exporter")]
     #[error(

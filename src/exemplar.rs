@@ -101,7 +101,7 @@ pub(crate) fn offer<R>(exemplar: &ExemplarLabels, record: impl FnOnce() -> R) ->
 
 /// The exemplar offered for the observation being recorded now (taken: at most one
 /// histogram gets it).
-#[allow(dead_code, reason = "read by the exporter's store, which is being written")]
+#[cfg_attr(not(feature = "exporter"), allow(dead_code))]
 pub(crate) fn take_offered() -> Option<ExemplarLabels> {
     PENDING.with(Cell::take)
 }

@@ -230,8 +230,8 @@ impl<S, K: Side> Layer<S> for GrpcMetricsLayer<K> {
     }
 }
 
-/// The service produced by [`GrpcMetricsLayer`]; see [`Server`](crate::side::Server) and
-/// [`Client`](crate::side::Client) for what each side records.
+/// The service produced by [`GrpcMetricsLayer`]; see [`side::Server`](crate::side::Server) and
+/// [`side::Client`](crate::side::Client) for what each side records.
 pub struct GrpcMetrics<S, K> {
     pub(crate) inner: S,
     pub(crate) table: Arc<MethodTable>,

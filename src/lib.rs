@@ -85,12 +85,14 @@ pub mod exemplar;
 #[cfg(feature = "exporter")]
 pub mod exporter;
 #[cfg(feature = "exporter")]
-#[allow(dead_code)]
-mod exposition;
+#[cfg_attr(docsrs, doc(cfg(feature = "exporter")))]
+pub mod exposition;
 mod frame;
 mod future;
 mod instruments;
 mod layer;
+#[cfg(feature = "exporter")]
+pub mod multiprocess;
 pub mod names;
 #[cfg(feature = "push-gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "push-gateway")))]
@@ -98,6 +100,8 @@ pub mod push;
 mod registry;
 mod server;
 pub mod side;
+#[cfg(feature = "exporter")]
+mod store;
 
 pub use body::{RequestBody, ResponseBody};
 pub use code::GrpcCode;

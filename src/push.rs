@@ -24,12 +24,12 @@
 
 use std::{fmt, time::Duration};
 
+use crate::exporter::{MetricsHandle, MetricsRecorder};
 use base64::{Engine as _, prelude::BASE64_STANDARD};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri, header};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
 
 use crate::{Error, PrometheusExporter};
@@ -149,7 +149,7 @@ struct Target {
 }
 
 impl Target {
-    async fn push(&self, handle: &PrometheusHandle) -> Result<(), Error> {
+    async fn push(&self, handle: &MetricsHandle) -> Result<(), Error> {
         let failed = |reason: String| Error::Push { endpoint: self.endpoint.clone(), reason };
         let body = Bytes::from(handle.render());
         let exchange = async {
@@ -210,7 +210,7 @@ impl PrometheusExporter {
     /// [`Error::InvalidPushGatewayEndpoint`], [`Error::NoRuntime`],
     /// [`Error::InvalidBuckets`]. Nothing is started on error. A failed push is not an
     /// error here: it is logged at warn level and retried at the next interval.
-    pub fn build_push_gateway(self, gateway: PushGateway) -> Result<(PrometheusRecorder, MetricsPusher), Error> {
+    pub fn build_push_gateway(self, gateway: PushGateway) -> Result<(MetricsRecorder, MetricsPusher), Error> {
         let (runtime, target, recorder) = self.prepare_push(&gateway)?;
         let pusher = MetricsPusher::spawn(&runtime, target, recorder.handle(), gateway.interval);
         Ok((recorder, pusher))
@@ -228,13 +228,10 @@ impl PrometheusExporter {
         Ok(MetricsPusher::spawn(&runtime, target, handle, gateway.interval))
     }
 
-    fn prepare_push(
-        &self,
-        gateway: &PushGateway,
-    ) -> Result<(tokio::runtime::Handle, Target, PrometheusRecorder), Error> {
+    fn prepare_push(&self, gateway: &PushGateway) -> Result<(tokio::runtime::Handle, Target, MetricsRecorder), Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let target = gateway.target()?;
-        Ok((runtime, target, self.recorder()?))
+        Ok((runtime, target, self.build_recorder()?))
     }
 }
 
@@ -245,7 +242,7 @@ impl PrometheusExporter {
 /// [`shutdown`](Self::shutdown) at the end of the job for a final push.
 pub struct MetricsPusher {
     target: Target,
-    handle: PrometheusHandle,
+    handle: MetricsHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -257,7 +254,7 @@ impl fmt::Debug for MetricsPusher {
 }
 
 impl MetricsPusher {
-    fn spawn(runtime: &tokio::runtime::Handle, target: Target, handle: PrometheusHandle, interval: Duration) -> Self {
+    fn spawn(runtime: &tokio::runtime::Handle, target: Target, handle: MetricsHandle, interval: Duration) -> Self {
         let (stop, mut stopped) = oneshot::channel();
         let (loop_target, loop_handle) = (target.clone(), handle.clone());
         let task = runtime.spawn(async move {
@@ -299,7 +296,7 @@ impl MetricsPusher {
     }
 
     /// The recorder's handle (render, upkeep).
-    pub fn handle(&self) -> &PrometheusHandle {
+    pub fn handle(&self) -> &MetricsHandle {
         &self.handle
     }
 

@@ -44,16 +44,35 @@ async fn busy_port_is_a_bind_error_and_leaks_nothing() {
     }
     assert!(error.to_string().contains(&addr.to_string()), "message should name {addr}: {error}");
 
-    // The port is still the original socket's: a connection lands on it.
+    // The port is still the original socket's: a connection lands on it (after the probe
+    // the failed build made to see whether a sibling exporter holds the port).
     original.set_nonblocking(false).unwrap();
     let client = std::net::TcpStream::connect(addr).unwrap();
-    let (accepted, peer) = original.accept().unwrap();
-    assert_eq!(peer, client.local_addr().unwrap());
-    drop((accepted, client));
+    let peers: Vec<_> = (0..2).map(|_| original.accept().unwrap().1).collect();
+    assert!(peers.contains(&client.local_addr().unwrap()), "{peers:?}");
+    drop(client);
 
     // And nothing else holds it: once the original is gone, it can be bound again.
     drop(original);
     StdTcpListener::bind(addr).expect("the failed build must not keep the port");
+}
+
+/// A metrics port held by another process of the same program is the multi-process trap
+/// (only one process would ever be scraped): the error says so and names the way out.
+/// (Here the "other process" is this one: the probe reads the holder's program and pid.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_held_by_a_sibling_exporter_names_multi_process_mode() {
+    let (_recorder, first) = PrometheusExporter::new().with_listen_addr(localhost0()).build().unwrap();
+    let error = build_err(PrometheusExporter::new().with_listen_addr(first.local_addr()));
+    match &error {
+        Error::PortHeldBySibling { addr, pid, .. } => {
+            assert_eq!((*addr, *pid), (first.local_addr(), std::process::id()));
+        }
+        other => panic!("expected Error::PortHeldBySibling, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("multi-process") && message.contains("TONIC_METRICS_MULTIPROC_DIR"), "{message}");
+    first.shutdown().await;
 }
 
 #[test]

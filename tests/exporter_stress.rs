@@ -1,6 +1,7 @@
 //! The exporter under stress: concurrent scrapes over HTTP while two threads record through
-//! the server layer at full speed. Every scrape must succeed and parse, and no counter may
-//! go backwards between one scraper's consecutive scrapes. Also: a metrics port taken at
+//! the server layer at full speed. Every scrape must succeed and parse, no counter may go
+//! backwards between one scraper's consecutive scrapes, and afterwards every histogram's
+//! `_count` equals `handled_total` exactly. Also: a metrics port taken at
 //! start leaves gRPC serving.
 
 #![cfg(feature = "exporter")]
@@ -80,6 +81,18 @@ async fn concurrent_scrapes_during_full_speed_recording_parse_and_never_go_backw
         })
         .collect();
 
+    // Upkeep (histogram draining and idle timeouts in a plain metrics-exporter-prometheus
+    // recorder) runs throughout too, not only every 5 s.
+    let upkeep = {
+        let (handle, stop) = (metrics.handle().clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                handle.run_upkeep();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+
     let mut scrapers = tokio::task::JoinSet::new();
     for scraper in 0..SCRAPERS {
         scrapers.spawn(async move {
@@ -117,6 +130,7 @@ async fn concurrent_scrapes_during_full_speed_recording_parse_and_never_go_backw
     for thread in recorders {
         thread.join().unwrap();
     }
+    upkeep.join().unwrap();
     assert!(increased > 0, "the scrapes never saw the counters move");
 
     // Once recording stops, the exposition holds exactly what was recorded.
@@ -125,18 +139,14 @@ async fn concurrent_scrapes_during_full_speed_recording_parse_and_never_go_backw
     assert_eq!(exposition::sum(&samples, SERVER_STARTED, &[]), total);
     assert_eq!(exposition::sum(&samples, SERVER_HANDLED, &[("grpc_code", "OK")]), total);
     assert_eq!(exposition::sum(&samples, SERVER_HANDLED, &[]), total);
-    // The histogram may hold slightly fewer: metrics-exporter-prometheus (0.18.3, through
-    // metrics-util 0.20.4's `AtomicBucket::clear_with`) can lose an observation pushed while
-    // a scrape drains the bucket (seen: 1 in ~50,000, once ~3%, with the layer out of the
-    // picture too). The layer records one observation per handled RPC (`tests/chaos.rs`
-    // checks that with the debugging recorder); the counters above are exact.
+    // And every histogram holds exactly one observation per handled RPC: no scrape or
+    // upkeep running meanwhile lost one (metrics-exporter-prometheus' own histogram store
+    // could, under concurrent scrapes: this crate keeps its histograms itself).
     let observed = exposition::sum(&samples, &format!("{SERVER_HANDLING_SECONDS}_count"), &[]);
-    assert!(observed <= total && total - observed <= total / 10.0, "{observed} observations for {total} RPCs");
-    eprintln!(
-        "{total} RPCs recorded by 2 threads during {} concurrent scrapes; histogram lost {} observations",
-        SCRAPERS * SCRAPES,
-        total - observed
-    );
+    let in_inf = exposition::sum(&samples, &format!("{SERVER_HANDLING_SECONDS}_bucket"), &[("le", "+Inf")]);
+    assert_eq!(observed, total, "{observed} observations for {total} RPCs");
+    assert_eq!(in_inf, total, "+Inf bucket {in_inf} for {total} RPCs");
+    eprintln!("{total} RPCs recorded by 2 threads during {} concurrent scrapes; _count = handled", SCRAPERS * SCRAPES);
     metrics.shutdown().await;
 }
 
@@ -153,9 +163,10 @@ async fn a_metrics_port_taken_at_start_leaves_grpc_serving() {
         let message = format!("still serving {i}");
         assert_eq!(client.unary_echo(req(&message)).await.unwrap().into_inner().message, message);
     }
-    // And the port is still the original owner's.
+    // And the port is still the original owner's (the first connection it sees is the
+    // probe the exporter made to name the holder in its warning).
     let connection = std::net::TcpStream::connect(port).unwrap();
-    let (_accepted, peer) = taken.accept().unwrap();
-    assert_eq!(peer, connection.local_addr().unwrap());
+    let peers: Vec<_> = (0..2).map(|_| taken.accept().unwrap().1).collect();
+    assert!(peers.contains(&connection.local_addr().unwrap()), "{peers:?}");
     server.stop().await;
 }

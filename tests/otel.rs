@@ -30,8 +30,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 #[tokio::test]
 async fn opentelemetry_naming_records_call_duration_with_semconv_attributes() {
     let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (recorder, metrics) =
-        PrometheusExporter::new().with_listen_addr(localhost).with_naming(Naming::OpenTelemetry).build().unwrap();
+    let (recorder, metrics) = PrometheusExporter::new().with_listen_addr(localhost).build().unwrap();
     let recorder = std::sync::Arc::new(recorder);
     let server = TestServer::start(
         ServerMetricsLayer::new()
@@ -125,10 +124,11 @@ async fn opentelemetry_naming_records_call_duration_with_semconv_attributes() {
     metrics.shutdown().await;
 }
 
-/// Without the exporter's naming switch the names keep their dots turned into
-/// underscores but get no unit suffix; the default exporter leaves other metrics alone.
+/// The exporter names OpenTelemetry's histograms as OpenTelemetry's Prometheus translation
+/// does (dots to underscores, the unit as a suffix), and leaves the go-grpc-prometheus
+/// names as they are (they already end in their unit and `_total`).
 #[tokio::test]
-async fn exporter_unit_suffix_follows_its_naming() {
+async fn the_exporter_names_each_scheme_as_its_users_expect() {
     let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let (recorder, metrics) = PrometheusExporter::new().with_listen_addr(localhost).build().unwrap();
     let server = TestServer::start(
@@ -140,15 +140,12 @@ async fn exporter_unit_suffix_follows_its_naming() {
     .await;
     server.client().await.unary_echo(req("hello")).await.unwrap();
     let text = metrics.render();
-    assert!(text.contains("rpc_server_call_duration_bucket{"), "{text}");
-    assert!(!text.contains("rpc_server_call_duration_seconds"), "{text}");
+    assert!(text.contains("rpc_server_call_duration_seconds_bucket{"), "{text}");
+    assert!(!text.contains("rpc_server_call_duration_bucket"), "{text}");
     server.stop().await;
     metrics.shutdown().await;
 
-    // The other way round: an OpenTelemetry-naming exporter leaves the go-grpc-prometheus
-    // names as they are (they already end in their unit and `_total`).
-    let (recorder, metrics) =
-        PrometheusExporter::new().with_listen_addr(localhost).with_naming(Naming::OpenTelemetry).build().unwrap();
+    let (recorder, metrics) = PrometheusExporter::new().with_listen_addr(localhost).build().unwrap();
     let server =
         TestServer::start(ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(recorder)).await;
     server.client().await.unary_echo(req("hello")).await.unwrap();

@@ -1,20 +1,31 @@
 //! The exporter's builder: where to listen, how to render, and starting it cleanly.
 
 use std::{
+    collections::HashMap,
     fmt,
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener},
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, TcpStream},
+    sync::Arc,
     time::Duration,
 };
 
 use ipnet::IpNet;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use metrics_util::MetricKindMask;
 use tokio::net::TcpListener;
 
-use super::server::MetricsServer;
+use super::{
+    recorder::{MetricsHandle, MetricsRecorder},
+    server::{Listening, MetricsServer},
+};
 use crate::{
     Error,
-    names::{self, Naming},
+    multiprocess::{Group, MultiProcess},
+    names::{
+        self,
+        catalogue::{self, FamilyKind, Measure},
+    },
+    store::{NativeLayout, Store, StoreConfig},
 };
 
 /// Where the metrics listener binds.
@@ -25,22 +36,41 @@ enum ListenAddr {
     Exactly(SocketAddr),
 }
 
-/// Builder for the `/metrics` HTTP listener and its Prometheus recorder.
+/// The native histogram layout `with_native_histograms` gives: schema 3 (8 buckets per
+/// power of two, each bucket 9% wider than the last, so a quantile is off by at most about
+/// 4.4%), a zero bucket up to 2^-20 s (about 1 µs) and buckets up to 2^12 s (about 68
+/// minutes): at most 256 buckets per series.
+pub const DEFAULT_NATIVE_SCHEMA: u8 = 3;
+const NATIVE_MIN_EXPONENT: i32 = -20;
+const NATIVE_MAX_EXPONENT: i32 = 12;
+
+/// Builder for the `/metrics` HTTP listener and its recorder.
 ///
-/// Histograms get real buckets (Prometheus' defaults, .005 s to 10 s, for
-/// `grpc_*_handling_seconds`; OpenTelemetry's advice for `rpc.*.call.duration`), so they
-/// render as `_bucket` series that aggregate across replicas, never as summaries. Every metric of this crate is described, so the output passes
-/// `promtool check metrics`.
+/// This crate's families are stored exactly (no histogram observation is ever lost) and
+/// get real buckets, so histograms render as `_bucket` series that aggregate across
+/// replicas, never as summaries: handling times and call durations take their naming
+/// scheme's defaults ([`DEFAULT_BUCKETS`](crate::names::DEFAULT_BUCKETS) for
+/// go-grpc-prometheus, [`OTEL_BUCKETS`](crate::names::OTEL_BUCKETS) for OpenTelemetry).
+/// Whatever else the application records through `metrics` is kept by
+/// `metrics-exporter-prometheus`' recorder and served alongside. Every metric of this crate
+/// is described, so the text output passes `promtool check metrics`.
+///
+/// `/metrics` answers in the format the scraper asks for (`Accept`): the Prometheus text
+/// format, OpenMetrics 1.0 (with exemplars) or protobuf (with native histograms), gzipped
+/// when `Accept-Encoding` allows.
 #[derive(Clone)]
 pub struct PrometheusExporter {
     listen: ListenAddr,
-    /// `None`: each histogram gets its naming scheme's default buckets.
-    buckets: Option<Vec<f64>>,
-    naming: Naming,
+    /// Bucket overrides by what the histograms measure.
+    buckets: HashMap<Measure, Vec<f64>>,
+    /// Bucket overrides by metric name.
+    metric_buckets: Vec<(String, Vec<f64>)>,
+    native_schema: Option<u8>,
     allowlist: Vec<String>,
     global_labels: Vec<(String, String)>,
     idle_timeout: Option<Duration>,
     upkeep_interval: Duration,
+    multiprocess: Option<MultiProcess>,
 }
 
 impl fmt::Debug for PrometheusExporter {
@@ -48,10 +78,12 @@ impl fmt::Debug for PrometheusExporter {
         f.debug_struct("PrometheusExporter")
             .field("listen", &self.listen)
             .field("buckets", &self.buckets)
-            .field("naming", &self.naming)
+            .field("metric_buckets", &self.metric_buckets)
+            .field("native_schema", &self.native_schema)
             .field("allowlist", &self.allowlist)
             .field("global_labels", &self.global_labels)
             .field("idle_timeout", &self.idle_timeout)
+            .field("multiprocess", &self.multiprocess)
             .finish()
     }
 }
@@ -63,16 +95,19 @@ impl Default for PrometheusExporter {
 }
 
 impl PrometheusExporter {
-    /// An exporter listening on `0.0.0.0:9000`, like `metrics-exporter-prometheus`.
+    /// An exporter listening on `0.0.0.0:9000`, as `metrics-exporter-prometheus` does;
+    /// [`for_grpc_addr`](Self::for_grpc_addr) puts it next to the gRPC server instead.
     pub fn new() -> Self {
         Self {
             listen: ListenAddr::Exactly(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9000)),
-            buckets: None,
-            naming: Naming::GoGrpcPrometheus,
+            buckets: HashMap::new(),
+            metric_buckets: Vec::new(),
+            native_schema: None,
             allowlist: Vec::new(),
             global_labels: Vec::new(),
             idle_timeout: None,
             upkeep_interval: Duration::from_secs(5),
+            multiprocess: None,
         }
     }
 
@@ -112,37 +147,60 @@ impl PrometheusExporter {
         self
     }
 
-    /// Bucket boundaries in seconds for all of this crate's histograms (default:
-    /// [`DEFAULT_BUCKETS`](crate::names::DEFAULT_BUCKETS) for `grpc_*_handling_seconds`,
-    /// [`OTEL_BUCKETS`](crate::names::OTEL_BUCKETS) for `rpc.*.call.duration`).
+    /// Bucket boundaries in seconds for this crate's handling-time and call-duration
+    /// histograms, whatever the naming scheme (default: the scheme's own, see the type's
+    /// docs).
     pub fn with_buckets(mut self, buckets: &[f64]) -> Self {
-        self.buckets = Some(buckets.to_vec());
+        self.buckets.insert(Measure::Latency, buckets.to_vec());
         self
     }
 
     /// OpenTelemetry's bucket advice ([`OTEL_BUCKETS`](crate::names::OTEL_BUCKETS)) for
-    /// all of this crate's histograms.
+    /// this crate's handling-time and call-duration histograms.
     pub fn with_otel_buckets(self) -> Self {
         self.with_buckets(names::OTEL_BUCKETS)
     }
 
-    /// Renders metric names as the layers' [`Naming`] scheme expects. For
-    /// [`Naming::OpenTelemetry`] this turns on the exporter's unit suffixes, so
-    /// `rpc.server.call.duration` (unit: seconds) renders as
-    /// `rpc_server_call_duration_seconds`, as OpenTelemetry's own Prometheus translation
-    /// names it. (This is `metrics-exporter-prometheus`' recommended naming: unit suffixes
-    /// for every metric described with a unit, and `_total` on every counter. This crate's
-    /// go-grpc-prometheus names already end in both and do not change; yours may.)
+    /// Bucket boundaries in seconds for the time-to-first-message histograms.
+    pub fn with_first_message_buckets(mut self, buckets: &[f64]) -> Self {
+        self.buckets.insert(Measure::FirstMessage, buckets.to_vec());
+        self
+    }
+
+    /// Bucket boundaries in bytes for the message-size histograms.
+    pub fn with_size_buckets(mut self, buckets: &[f64]) -> Self {
+        self.buckets.insert(Measure::Size, buckets.to_vec());
+        self
+    }
+
+    /// Bucket boundaries for one histogram by its name (as recorded, e.g.
+    /// `"grpc_server_handling_seconds"` or your own `"my_app_job_seconds"`): the last
+    /// word on that histogram. Histograms of the application with no buckets render as
+    /// summaries, as `metrics-exporter-prometheus` renders them.
+    pub fn with_buckets_for_metric(mut self, name: impl Into<String>, buckets: &[f64]) -> Self {
+        self.metric_buckets.push((name.into(), buckets.to_vec()));
+        self
+    }
+
+    /// Makes this crate's latency histograms (handling time, call duration, time to first
+    /// message) native histograms too, with [`DEFAULT_NATIVE_SCHEMA`]: scrapers that ask
+    /// for protobuf (Prometheus with `--enable-feature=native-histograms`) get the native
+    /// buckets, while text and OpenMetrics scrapers of the same endpoint still get the
+    /// classic `_bucket` series of the same metric.
     ///
-    /// ```
-    /// use tonic_metrics::{Naming, PrometheusExporter, ServerMetricsLayer};
-    ///
-    /// let exporter = PrometheusExporter::new().with_naming(Naming::OpenTelemetry);
-    /// let layer = ServerMetricsLayer::new().with_naming(Naming::OpenTelemetry);
-    /// # drop((exporter, layer));
-    /// ```
-    pub fn with_naming(mut self, naming: Naming) -> Self {
-        self.naming = naming;
+    /// The layout: schema 3 (each power of two split into 8 buckets, so a quantile is off
+    /// by at most about 4.4%), zero threshold 2^-20 s (about 1 µs), top bucket ending at
+    /// 2^12 s (about 68 minutes; longer calls count there), so at most 256 buckets per
+    /// series. Memory grows by 64 bytes per power of two observed in a series (8 atomic
+    /// counters), plus 512 bytes of block pointers.
+    pub fn with_native_histograms(self) -> Self {
+        self.with_native_histogram_schema(DEFAULT_NATIVE_SCHEMA)
+    }
+
+    /// [`with_native_histograms`](Self::with_native_histograms) with another schema, `0..=8`
+    /// (`2^schema` buckets per power of two; more is finer and larger).
+    pub fn with_native_histogram_schema(mut self, schema: u8) -> Self {
+        self.native_schema = Some(schema);
         self
     }
 
@@ -166,6 +224,21 @@ impl PrometheusExporter {
         self
     }
 
+    /// Multi-process mode: this process is one of a group sharing `config`'s directory,
+    /// and the one serving `/metrics` serves the sum over the group. See
+    /// [`multiprocess`](crate::multiprocess). Without this, the
+    /// [`MULTIPROC_DIR_ENV`](crate::multiprocess::MULTIPROC_DIR_ENV) environment variable,
+    /// when set, turns it on with the defaults.
+    pub fn with_multiprocess(mut self, config: MultiProcess) -> Self {
+        self.multiprocess = Some(config);
+        self
+    }
+
+    /// [`with_multiprocess`](Self::with_multiprocess) with the defaults and this directory.
+    pub fn with_multiprocess_dir(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.with_multiprocess(MultiProcess::new(dir))
+    }
+
     /// The address the listener will bind (before an ephemeral port is chosen).
     ///
     /// # Errors
@@ -182,32 +255,61 @@ impl PrometheusExporter {
         }
     }
 
-    pub(crate) fn recorder(&self) -> Result<PrometheusRecorder, Error> {
-        if let Some(buckets) = &self.buckets {
-            let buckets_ok =
+    /// The recorder this configuration asks for, unbound and uninstalled.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBuckets`], [`Error::InvalidNativeSchema`].
+    pub fn build_recorder(&self) -> Result<MetricsRecorder, Error> {
+        let check = |buckets: &Vec<f64>| {
+            let ok =
                 !buckets.is_empty() && buckets.iter().all(|b| b.is_finite()) && buckets.windows(2).all(|w| w[0] < w[1]);
-            if !buckets_ok {
-                return Err(Error::InvalidBuckets(buckets.clone()));
+            if ok { Ok(()) } else { Err(Error::InvalidBuckets(buckets.clone())) }
+        };
+        self.buckets.values().try_for_each(check)?;
+        self.metric_buckets.iter().try_for_each(|(_, buckets)| check(buckets))?;
+        let native = match self.native_schema {
+            Some(schema) if schema > 8 => return Err(Error::InvalidNativeSchema(schema)),
+            Some(schema) => {
+                Some(NativeLayout { schema, min_exponent: NATIVE_MIN_EXPONENT, max_exponent: NATIVE_MAX_EXPONENT })
+            }
+            None => None,
+        };
+
+        // This crate's families: buckets by measure, then by name.
+        let mut store_buckets = HashMap::new();
+        for family in catalogue::FAMILIES.iter().filter(|family| family.kind == FamilyKind::Histogram) {
+            if let Some(buckets) = self.buckets.get(&family.measure) {
+                store_buckets.insert(family.name, Arc::from(buckets.as_slice()));
             }
         }
-        // Prometheus' recommended naming adds unit suffixes (and `_total`, which the
-        // go-grpc-prometheus counters already carry, so their names do not change).
-        let mut builder = PrometheusBuilder::new().with_recommended_naming(self.naming == Naming::OpenTelemetry);
-        let histograms =
-            names::catalogue::FAMILIES.iter().filter(|f| f.kind == names::catalogue::FamilyKind::Histogram);
-        for family in histograms {
-            let buckets = self.buckets.as_deref().unwrap_or(family.buckets);
-            builder = builder
-                .set_buckets_for_metric(Matcher::Full(family.name.to_owned()), buckets)
-                .map_err(|_| Error::InvalidBuckets(buckets.to_vec()))?;
+        let mut app = PrometheusBuilder::new();
+        for (name, buckets) in &self.metric_buckets {
+            match catalogue::family(name) {
+                Some(family) => {
+                    store_buckets.insert(family.name, Arc::from(buckets.as_slice()));
+                }
+                None => {
+                    app = app
+                        .set_buckets_for_metric(Matcher::Full(name.clone()), buckets)
+                        .map_err(|_| Error::InvalidBuckets(buckets.clone()))?;
+                }
+            }
         }
+        let store = Store::new(StoreConfig {
+            buckets: store_buckets,
+            native,
+            idle_timeout: self.idle_timeout,
+            global_labels: self.global_labels.clone(),
+        });
+
+        // The application's metrics, as `metrics-exporter-prometheus` keeps them.
         for (key, value) in &self.global_labels {
-            builder = builder.add_global_label(key, value);
+            app = app.add_global_label(key, value);
         }
         if let Some(timeout) = self.idle_timeout {
-            builder = builder.idle_timeout(MetricKindMask::ALL, Some(timeout));
+            app = app.idle_timeout(MetricKindMask::ALL, Some(timeout));
         }
-        let recorder = builder.build_recorder();
+        let recorder = MetricsRecorder::new(store, app.build_recorder());
         names::describe_all(&recorder);
         Ok(recorder)
     }
@@ -224,34 +326,56 @@ impl PrometheusExporter {
             .collect()
     }
 
-    /// Validates everything and binds the listener; spawns nothing.
-    fn prepare(&self) -> Result<(tokio::runtime::Handle, PrometheusRecorder, TcpListener, Vec<IpNet>), Error> {
+    /// Validates everything and binds the listener (or, in multi-process mode with the
+    /// port held by the group, prepares to stand by); spawns nothing.
+    fn prepare(&self) -> Result<Prepared, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let addr = self.listen_addr()?;
         let allowlist = self.allowlist()?;
-        let recorder = self.recorder()?;
+        let recorder = self.build_recorder()?;
+        let multiprocess = self.multiprocess.clone().or_else(MultiProcess::from_env);
         // Everything that can fail about the listener happens here, before any recorder is
         // installed or task spawned.
-        let listener = StdTcpListener::bind(addr)
+        let bound = StdTcpListener::bind(addr)
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .and_then(|listener| {
                 let _entered = runtime.enter();
                 TcpListener::from_std(listener)
-            })
-            .map_err(|source| Error::Bind { addr, source })?;
-        Ok((runtime, recorder, listener, allowlist))
+            });
+        let group = multiprocess.as_ref().and_then(|config| match Group::join(config, recorder.handle(), addr) {
+            Ok(group) => Some(Arc::new(group)),
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "metrics: cannot join the multi-process group; this process' /metrics will show its own metrics only"
+                );
+                None
+            }
+        });
+        let listening = match (bound, &group) {
+            (Ok(listener), _) => Listening::Bound(listener),
+            // Another process of the group serves: stand by to take over.
+            (Err(error), Some(group)) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                Listening::Standby(addr, group.publish_interval())
+            }
+            (Err(source), _) => return Err(bind_error(addr, source)),
+        };
+        Ok(Prepared { runtime, recorder, listening, group, allowlist })
     }
 
     /// Starts the listener with its own recorder, without installing it globally: give the
     /// recorder to the layers with `with_recorder`, or install it yourself.
     ///
     /// # Errors
-    /// [`Error::Bind`] (port busy), [`Error::PortOverflow`], [`Error::NoRuntime`],
-    /// [`Error::InvalidBuckets`], [`Error::InvalidAllowlistEntry`]. On error nothing is
-    /// left running or bound.
-    pub fn build(self) -> Result<(PrometheusRecorder, MetricsServer), Error> {
-        let (runtime, recorder, listener, allowlist) = self.prepare()?;
-        let server = MetricsServer::spawn(&runtime, listener, recorder.handle(), allowlist, self.upkeep_interval);
+    /// [`Error::Bind`] (port busy), [`Error::PortHeldBySibling`] (busy, and by another
+    /// process of this program), [`Error::PortOverflow`], [`Error::NoRuntime`],
+    /// [`Error::InvalidBuckets`], [`Error::InvalidNativeSchema`],
+    /// [`Error::InvalidAllowlistEntry`]. On error nothing is left running or bound. In
+    /// multi-process mode a port held by another process is no error: this one stands by.
+    pub fn build(self) -> Result<(MetricsRecorder, MetricsServer), Error> {
+        let Prepared { runtime, recorder, listening, group, allowlist } = self.prepare()?;
+        let server =
+            MetricsServer::spawn(&runtime, listening, recorder.handle(), group, allowlist, self.upkeep_interval);
         Ok((recorder, server))
     }
 
@@ -261,11 +385,11 @@ impl PrometheusExporter {
     /// As [`build`](Self::build), plus [`Error::RecorderAlreadyInstalled`]. On error
     /// nothing is left running, bound or installed.
     pub fn install(self) -> Result<MetricsServer, Error> {
-        let (runtime, recorder, listener, allowlist) = self.prepare()?;
-        let handle = recorder.handle();
+        let Prepared { runtime, recorder, listening, group, allowlist } = self.prepare()?;
+        let handle: MetricsHandle = recorder.handle();
         // The listener is bound but not serving yet; on failure it is dropped here.
         metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadyInstalled)?;
-        Ok(MetricsServer::spawn(&runtime, listener, handle, allowlist, self.upkeep_interval))
+        Ok(MetricsServer::spawn(&runtime, listening, handle, group, allowlist, self.upkeep_interval))
     }
 
     /// [`install`](Self::install), but a failure is logged at warn level (through
@@ -280,4 +404,51 @@ impl PrometheusExporter {
             }
         }
     }
+}
+
+/// What `prepare` readies for `build` and `install`.
+struct Prepared {
+    runtime: tokio::runtime::Handle,
+    recorder: MetricsRecorder,
+    listening: Listening,
+    group: Option<Arc<Group>>,
+    allowlist: Vec<IpNet>,
+}
+
+/// The error for a listener that could not bind: when the port is taken by another
+/// process of this same program, say so, since that is the multi-process trap (only one
+/// of them is ever scraped).
+fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {
+    if source.kind() == std::io::ErrorKind::AddrInUse
+        && let Some((program, pid)) = probe_exporter(addr)
+        && program == super::program_name()
+    {
+        return Error::PortHeldBySibling { addr, pid, program };
+    }
+    Error::Bind { addr, source }
+}
+
+/// Who serves `addr`, if it is this crate's exporter: its program name and process id,
+/// from its `GET /` page. Bounded to a few hundred milliseconds.
+fn probe_exporter(addr: SocketAddr) -> Option<(String, u32)> {
+    let target = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port()),
+        _ => addr,
+    };
+    let timeout = Duration::from_millis(300);
+    let mut stream = TcpStream::connect_timeout(&target, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut reply = Vec::new();
+    // A stranger may send anything, or nothing: read at most a few KiB.
+    let _ = stream.take(4096).read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    let body = reply.split_once("\r\n\r\n")?.1;
+    if !body.starts_with("tonic-metrics exporter") {
+        return None;
+    }
+    let field = |name: &str| body.lines().find_map(|line| line.strip_prefix(name)).map(str::trim);
+    Some((field("program:")?.to_owned(), field("pid:")?.parse().ok()?))
 }

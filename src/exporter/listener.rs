@@ -1,20 +1,19 @@
 //! The HTTP/1 accept loop: connection limits, the allowlist, and read timeouts.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, task::JoinSet};
 
-use super::respond::respond;
+use super::{render::Renderer, respond::respond};
 
 /// Open `/metrics` connections served at once; further ones are closed on accept.
 const MAX_CONNECTIONS: usize = 64;
 
 /// Accepts scrapes until dropped; connections live in a `JoinSet` so they end with it.
-pub(super) async fn serve(listener: TcpListener, handle: PrometheusHandle, allowlist: Vec<IpNet>) {
+pub(super) async fn serve(listener: TcpListener, renderer: Arc<Renderer>, allowlist: Vec<IpNet>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -36,11 +35,11 @@ pub(super) async fn serve(listener: TcpListener, handle: PrometheusHandle, allow
                     continue;
                 }
                 let allowed = allowlist.is_empty() || allowlist.iter().any(|net| net.contains(&peer.ip()));
-                let handle = handle.clone();
+                let renderer = renderer.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
-                        let response = respond(&request, allowed, &handle);
-                        async move { Ok::<_, Infallible>(response) }
+                        let renderer = renderer.clone();
+                        async move { Ok::<_, Infallible>(respond(request, allowed, renderer).await) }
                     });
                     // A peer that connects and sends nothing is dropped after a while.
                     let connection = http1::Builder::new()

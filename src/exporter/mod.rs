@@ -20,10 +20,22 @@ mod builder;
 #[cfg(feature = "clap")]
 mod clap;
 mod listener;
+mod recorder;
+mod render;
 mod respond;
 mod server;
 
-pub use builder::PrometheusExporter;
+pub use crate::exposition::Format;
+pub use builder::{DEFAULT_NATIVE_SCHEMA, PrometheusExporter};
+pub use recorder::{MetricsHandle, MetricsRecorder};
+/// This process' program name (its executable's file name), which names its multi-process
+/// group and identifies it to a sibling that finds the metrics port taken.
+pub(crate) fn program_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tonic-metrics".to_owned())
+}
 #[cfg(feature = "clap")]
 pub use clap::MetricsArgs;
 pub use server::MetricsServer;

@@ -32,7 +32,6 @@ pub(crate) enum FamilyUnit {
 
 impl FamilyUnit {
     /// The OpenMetrics unit (also the suffix of the exposed name).
-    #[allow(dead_code, reason = "read by the exporter's store, which is being written")]
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::Seconds => "seconds",
@@ -51,7 +50,7 @@ impl FamilyUnit {
 
 /// What a histogram measures, which decides the exporter option that sets its buckets and
 /// whether it can be a native histogram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Measure {
     /// Counters.
     Count,
@@ -65,7 +64,6 @@ pub(crate) enum Measure {
 
 /// One metric family this crate records.
 #[derive(Debug)]
-#[allow(dead_code, reason = "`exposition` and `measure` are read by the exporter's store, which is being written")]
 pub(crate) struct FamilyInfo {
     /// The name the layer records under (the `metrics` key name).
     pub name: &'static str,
@@ -260,7 +258,6 @@ pub(crate) static FAMILIES: &[FamilyInfo] = &[
 ];
 
 /// The family recorded under `name`, if it is one of this crate's.
-#[allow(dead_code, reason = "read by the exporter's store, which is being written")]
 pub(crate) fn family(name: &str) -> Option<&'static FamilyInfo> {
     FAMILIES.iter().find(|family| family.name == name)
 }

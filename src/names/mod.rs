@@ -26,11 +26,9 @@
 //! | buckets [`DEFAULT_BUCKETS`], [`FIRST_MESSAGE_BUCKETS`], [`SIZE_BUCKETS`] | buckets [`OTEL_BUCKETS`] (the conventions' advice) | buckets [`A66_LATENCY_BUCKETS`], [`A66_SIZE_BUCKETS`] |
 //!
 //! The OpenTelemetry and gRPC names are the metric and label names the `metrics` facade
-//! sees: an OpenTelemetry bridge exports them as they are. The Prometheus exporter turns
-//! dots into underscores and, with
-//! [`PrometheusExporter::with_naming`](crate::PrometheusExporter::with_naming), adds the
-//! unit suffix (`_seconds`, `_bytes`) and `_total` as OpenTelemetry's Prometheus translation
-//! does.
+//! sees: an OpenTelemetry bridge exports them as they are. This crate's exporter turns dots
+//! into underscores and adds the unit suffix (`_seconds`, `_bytes`) and `_total`, as
+//! OpenTelemetry's Prometheus translation does.
 //!
 //! # Time to first message
 //!

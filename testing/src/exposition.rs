@@ -36,13 +36,48 @@ impl HttpResponse {
 
 /// Sends `METHOD path` to `addr` over HTTP/1.1 with `Connection: close`, reads to EOF.
 pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> io::Result<HttpResponse> {
+    let raw = http_request_with(addr, method, path, &[]).await?;
+    let body = String::from_utf8_lossy(&raw.body).into_owned();
+    Ok(HttpResponse { status: raw.status, headers: raw.headers, body })
+}
+
+/// An HTTP response with its body as bytes (protobuf, gzip).
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names, lower-cased, with their values.
+    pub headers: Vec<(String, String)>,
+    /// The body (de-chunked, not decompressed).
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `METHOD path` with extra request headers, reads to EOF.
+pub async fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> io::Result<RawResponse> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| io::Error::other("no end of headers"))?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let body = &raw[end + 4..];
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -56,20 +91,22 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> io::Res
     let body = if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")) {
         dechunk(body)
     } else {
-        body.to_string()
+        body.to_vec()
     };
-    Ok(HttpResponse { status, headers, body })
+    Ok(RawResponse { status, headers, body })
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line_end]).ok().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+        let rest = &body[line_end + 2..];
+        let Some(size) = size else { break };
         if size == 0 || rest.len() < size {
             break;
         }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..size]);
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
     }
     out
 }

@@ -1,0 +1,333 @@
+//! Storage of this crate's own metric families, behind the `metrics` facade.
+//!
+//! The layers record through `metrics` like any code does; the exporter's recorder sends
+//! the families of [`names::catalogue`](crate::names::catalogue) here and everything else to
+//! `metrics-exporter-prometheus`. What this storage adds over that recorder's:
+//!
+//! - histograms that lose no observation (see [`histogram`]), with native buckets and
+//!   exemplars;
+//! - series that survive the idle timeout: a layer resolves its handles once and keeps
+//!   them, so a series that goes idle is hidden from scrapes, not dropped, and comes back
+//!   with its running totals when it is updated again. Series that were never updated (the
+//!   zero series a registry creates) are never hidden.
+
+mod counter;
+mod histogram;
+mod native;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
+
+use metrics::{Counter, Histogram, Key};
+
+pub(crate) use self::native::NativeLayout;
+use self::{counter::CounterCell, histogram::HistogramCell};
+use crate::{
+    exposition::model::{self, LabelPair, MetricFamily, MetricType},
+    names::catalogue::{self, FamilyInfo, FamilyKind, Measure},
+};
+
+/// How the store keeps and shows its families.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoreConfig {
+    /// Bucket bounds by facade name, overriding the catalogue's defaults.
+    pub buckets: HashMap<&'static str, Arc<[f64]>>,
+    /// Native buckets for latency and time-to-first-message histograms.
+    pub native: Option<NativeLayout>,
+    /// Hide series not updated for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Labels added to every series (before the series' own, which win on a clash).
+    pub global_labels: Vec<(String, String)>,
+}
+
+/// Whether a series shows in scrapes.
+#[derive(Debug)]
+struct Idle {
+    last_value: u64,
+    /// `None` until the series is first updated: never-updated series always show.
+    last_change: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum Cell {
+    Counter(Arc<CounterCell>),
+    Histogram(Arc<HistogramCell>),
+}
+
+impl Cell {
+    /// A number that grows with every update, for idle tracking.
+    fn progress(&self) -> u64 {
+        match self {
+            Self::Counter(cell) => cell.get(),
+            Self::Histogram(cell) => cell.count(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Series {
+    /// Global labels then the key's, in order, names made valid for Prometheus.
+    labels: Vec<LabelPair>,
+    cell: Cell,
+    idle: Mutex<Idle>,
+}
+
+impl Series {
+    /// Whether the series shows now, updating its idle state.
+    fn visible(&self, now: Instant, timeout: Option<Duration>) -> bool {
+        let progress = self.cell.progress();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if progress != idle.last_value {
+            idle.last_value = progress;
+            idle.last_change = Some(now);
+            return true;
+        }
+        match (timeout, idle.last_change) {
+            (Some(timeout), Some(changed)) => now.duration_since(changed) < timeout,
+            _ => true,
+        }
+    }
+
+    fn to_model(&self) -> model::Metric {
+        let mut metric = model::Metric { label: self.labels.clone(), ..model::Metric::default() };
+        match &self.cell {
+            #[allow(clippy::cast_precision_loss)]
+            Cell::Counter(cell) => {
+                metric.counter = Some(model::Counter { value: Some(cell.get() as f64), ..model::Counter::default() });
+            }
+            Cell::Histogram(cell) => metric.histogram = Some(cell.snapshot()),
+        }
+        metric
+    }
+}
+
+#[derive(Debug)]
+struct FamilyStore {
+    info: &'static FamilyInfo,
+    bounds: Arc<[f64]>,
+    native: Option<NativeLayout>,
+    series: HashMap<Key, Arc<Series>>,
+}
+
+/// This crate's families, by the name the layers record under.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    config: StoreConfig,
+    families: RwLock<HashMap<&'static str, FamilyStore>>,
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Self {
+        Self { config, families: RwLock::default() }
+    }
+
+    /// The family recorded under `name` with this kind, if it is one of this crate's.
+    pub fn owns(name: &str, kind: FamilyKind) -> bool {
+        catalogue::family(name).is_some_and(|family| family.kind == kind)
+    }
+
+    /// The counter of `key`, if its family is one of this crate's counters.
+    pub fn counter(&self, key: &Key) -> Option<Counter> {
+        match &self.series(key, FamilyKind::Counter)?.cell {
+            Cell::Counter(cell) => Some(Counter::from_arc(cell.clone())),
+            Cell::Histogram(_) => None,
+        }
+    }
+
+    /// The histogram of `key`, if its family is one of this crate's histograms.
+    pub fn histogram(&self, key: &Key) -> Option<Histogram> {
+        match &self.series(key, FamilyKind::Histogram)?.cell {
+            Cell::Histogram(cell) => Some(Histogram::from_arc(cell.clone())),
+            Cell::Counter(_) => None,
+        }
+    }
+
+    fn series(&self, key: &Key, kind: FamilyKind) -> Option<Arc<Series>> {
+        let info = catalogue::family(key.name()).filter(|family| family.kind == kind)?;
+        if let Some(series) = self.read().get(info.name).and_then(|family| family.series.get(key)) {
+            return Some(series.clone());
+        }
+        let mut families = self.families.write().unwrap_or_else(PoisonError::into_inner);
+        let family = families.entry(info.name).or_insert_with(|| self.new_family(info));
+        let series = family.series.entry(key.clone()).or_insert_with(|| {
+            let cell = match kind {
+                FamilyKind::Counter => Cell::Counter(Arc::default()),
+                FamilyKind::Histogram => {
+                    let takes_exemplars = matches!(info.measure, Measure::Latency);
+                    Cell::Histogram(Arc::new(HistogramCell::new(family.bounds.clone(), family.native, takes_exemplars)))
+                }
+            };
+            let labels = merge_labels(&self.config.global_labels, key);
+            Arc::new(Series { labels, cell, idle: Mutex::new(Idle { last_value: 0, last_change: None }) })
+        });
+        Some(series.clone())
+    }
+
+    fn new_family(&self, info: &'static FamilyInfo) -> FamilyStore {
+        let bounds = self.config.buckets.get(info.name).cloned().unwrap_or_else(|| Arc::from(info.buckets));
+        let native = match info.measure {
+            Measure::Latency | Measure::FirstMessage => self.config.native,
+            Measure::Count | Measure::Size => None,
+        };
+        FamilyStore { info, bounds, native, series: HashMap::new() }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<&'static str, FamilyStore>> {
+        self.families.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Updates which series are idle (the exporter runs it at every upkeep, and every
+    /// snapshot does it too).
+    pub fn run_upkeep(&self, now: Instant) {
+        for family in self.read().values() {
+            for series in family.series.values() {
+                series.visible(now, self.config.idle_timeout);
+            }
+        }
+    }
+
+    /// Every family with at least one series showing, by exposed name, each with its
+    /// series in label order.
+    pub fn snapshot(&self) -> Vec<MetricFamily> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for family in self.read().values() {
+            let mut series: Vec<&Arc<Series>> =
+                family.series.values().filter(|series| series.visible(now, self.config.idle_timeout)).collect();
+            if series.is_empty() {
+                continue;
+            }
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            let info = family.info;
+            out.push(MetricFamily {
+                name: Some(info.exposition.to_owned()),
+                help: Some(info.help.to_owned()),
+                r#type: Some(match info.kind {
+                    FamilyKind::Counter => MetricType::Counter,
+                    FamilyKind::Histogram => MetricType::Histogram,
+                } as i32),
+                metric: series.iter().map(|series| series.to_model()).collect(),
+                unit: info.unit.map(|unit| unit.as_str().to_owned()),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// Global labels first, then the key's, as `metrics-exporter-prometheus` orders them (a
+/// key label with a global label's name replaces its value in place). Label names are made
+/// valid for Prometheus (`rpc.method` becomes `rpc_method`).
+fn merge_labels(global: &[(String, String)], key: &Key) -> Vec<LabelPair> {
+    let mut labels: Vec<(String, String)> = global.to_vec();
+    for label in key.labels() {
+        let name = sanitize_label_name(label.key());
+        match labels.iter_mut().find(|(existing, _)| *existing == name) {
+            Some(existing) => existing.1 = label.value().to_owned(),
+            None => labels.push((name, label.value().to_owned())),
+        }
+    }
+    labels.into_iter().map(|(name, value)| LabelPair { name: Some(name), value: Some(value) }).collect()
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`: anything else becomes `_`, as OpenTelemetry's Prometheus
+/// exporter and `metrics-exporter-prometheus` translate names.
+pub(crate) fn sanitize_label_name(name: &str) -> String {
+    let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics::Label;
+
+    use super::*;
+    use crate::names::{OTEL_SERVER_CALL_DURATION, SERVER_HANDLED};
+
+    fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+        Key::from_parts(name, labels.iter().map(|(k, v)| Label::new(*k, *v)).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn only_this_crates_families_are_stored() {
+        let store = Store::default();
+        assert!(store.counter(&key("my_app_requests_total", &[])).is_none());
+        assert!(store.histogram(&key(SERVER_HANDLED, &[])).is_none(), "a counter family is no histogram");
+        assert!(store.counter(&key(SERVER_HANDLED, &[("grpc_code", "OK")])).is_some());
+    }
+
+    #[test]
+    fn handles_of_one_key_share_one_series() {
+        let store = Store::default();
+        let k = key(SERVER_HANDLED, &[("grpc_code", "OK")]);
+        store.counter(&k).unwrap().increment(2);
+        store.counter(&k).unwrap().increment(3);
+        let families = store.snapshot();
+        assert_eq!(families.len(), 1);
+        assert_eq!(families[0].metric[0].counter.as_ref().unwrap().value, Some(5.0));
+    }
+
+    #[test]
+    fn labels_are_sanitized_and_global_labels_come_first() {
+        let config = StoreConfig {
+            global_labels: vec![("region".into(), "eu".into()), ("rpc_method".into(), "x".into())],
+            ..StoreConfig::default()
+        };
+        let store = Store::new(config);
+        store.histogram(&key(OTEL_SERVER_CALL_DURATION, &[("rpc.method", "a.B/C")])).unwrap().record(0.2);
+        let families = store.snapshot();
+        assert_eq!(families[0].name.as_deref(), Some("rpc_server_call_duration_seconds"));
+        assert_eq!(families[0].unit.as_deref(), Some("seconds"));
+        let labels: Vec<_> =
+            families[0].metric[0].label.iter().map(|l| (l.name.clone().unwrap(), l.value.clone().unwrap())).collect();
+        assert_eq!(labels, [("region".into(), "eu".into()), ("rpc_method".into(), "a.B/C".into())]);
+    }
+
+    #[test]
+    fn idle_series_hide_and_come_back_with_their_totals() {
+        let store = Store::new(StoreConfig { idle_timeout: Some(Duration::from_secs(2)), ..StoreConfig::default() });
+        let used = store.counter(&key(SERVER_HANDLED, &[("grpc_code", "OK")])).unwrap();
+        let _zero = store.counter(&key(SERVER_HANDLED, &[("grpc_code", "Internal")])).unwrap();
+        used.increment(1);
+        let start = Instant::now();
+        store.run_upkeep(start);
+        let later = start + Duration::from_secs(3);
+        store.run_upkeep(later);
+        let visible = |store: &Store| {
+            store
+                .snapshot()
+                .iter()
+                .flat_map(|f| f.metric.clone())
+                .map(|m| m.label[0].value.clone().unwrap())
+                .collect::<Vec<_>>()
+        };
+        // The used series is idle, hidden; the never-updated zero series stays.
+        let families = store.read();
+        let series: Vec<_> = families.values().flat_map(|f| f.series.values()).collect();
+        let shown: Vec<_> = series
+            .iter()
+            .map(|s| (s.labels[0].value.clone().unwrap(), s.visible(later, Some(Duration::from_secs(2)))))
+            .collect();
+        drop(families);
+        assert!(
+            shown.contains(&("OK".to_owned(), false)) && shown.contains(&("Internal".to_owned(), true)),
+            "{shown:?}"
+        );
+        used.increment(1);
+        assert!(visible(&store).contains(&"OK".to_owned()));
+        let total = store.snapshot()[0]
+            .metric
+            .iter()
+            .find(|m| m.label[0].value.as_deref() == Some("OK"))
+            .unwrap()
+            .counter
+            .clone();
+        assert_eq!(total.unwrap().value, Some(2.0), "the running total, not a restart from zero");
+    }
+}
