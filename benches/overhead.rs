@@ -18,7 +18,8 @@
 //!   with a no-op recorder (what runs when no recorder is installed); a "naive" facade
 //!   layer written the way hand-rolled layers usually are (below); the client layer.
 //! - `stream`: 1,000 response frames and 1,000 request frames per call, for the cost per
-//!   message.
+//!   message: the method registered as unary (message counting only), as bidi (and the
+//!   time to first message), with message sizes on, and under `Naming::Grpc`.
 //! - `methods`: 1 vs 10,000 registered methods, successive calls spread over all of them.
 //! - `contention`: two threads calling the same method through clones of one service.
 //!
@@ -35,8 +36,10 @@
 //!     --callgrind-out-file=/dev/null target/release/deps/overhead-<hash>
 //! ```
 //!
-//! with `bare`, `layer`, `noop`, `naive`, `client-bare`, `client`, `layer-10k` or
-//! `bare-10k`; the difference between two counts (say 2,000 and 12,000 calls) divided by
+//! with `bare`, `layer`, `noop`, `naive`, `client-bare`, `client`, `layer-10k`,
+//! `bare-10k`, or, for calls of 1,000 response messages, `stream-bare`, `stream-counts`
+//! (the method registered as unary), `stream-ttfm`, `stream-sizes` or `stream-grpc`
+//! (`stream-req-*`: 1,000 request messages); the difference between two counts (say 2,000 and 12,000 calls) divided by
 //! the difference in calls is the cost of one call, set-up excluded. That mode never runs
 //! the recorders' upkeep (a background task's work, paid per series every 5 s rather than
 //! per call).
@@ -55,7 +58,13 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body, Frame};
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use tonic_metrics::{ClientMetricsLayer, GrpcType, MethodRegistry, ServerMetricsLayer, names::DEFAULT_BUCKETS};
+use tonic_metrics::{
+    ClientMetricsLayer, GrpcType, MethodRegistry, Naming, ServerMetricsLayer,
+    names::{
+        A66_LATENCY_BUCKETS, A66_SIZE_BUCKETS, DEFAULT_BUCKETS, FIRST_MESSAGE_BUCKETS, GRPC_SERVER_CALL_DURATION,
+        GRPC_SERVER_CALL_RCVD_BYTES, GRPC_SERVER_CALL_SENT_BYTES, SERVER_TIME_TO_FIRST_MESSAGE, SIZE_BUCKETS,
+    },
+};
 use tonic_metrics_testing::inproc::{GrpcBody, GrpcEcho};
 use tower::{Layer, Service};
 
@@ -272,11 +281,22 @@ impl<B: Body + Unpin> Body for NaiveResponseBody<B> {
 // Recorders and set-up.
 // ---------------------------------------------------------------------------------------
 
-/// A Prometheus recorder as the crate's exporter configures it (real histogram buckets).
+/// A Prometheus recorder as the crate's exporter configures it (real histogram buckets,
+/// each family's defaults).
 fn prometheus_recorder() -> PrometheusRecorder {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), DEFAULT_BUCKETS)
-        .expect("valid buckets")
+    let buckets: [(Matcher, &[f64]); 6] = [
+        (Matcher::Full(SERVER_TIME_TO_FIRST_MESSAGE.to_owned()), FIRST_MESSAGE_BUCKETS),
+        (Matcher::Suffix("_seconds".to_owned()), DEFAULT_BUCKETS),
+        (Matcher::Suffix("_bytes".to_owned()), SIZE_BUCKETS),
+        (Matcher::Full(GRPC_SERVER_CALL_DURATION.to_owned()), A66_LATENCY_BUCKETS),
+        (Matcher::Full(GRPC_SERVER_CALL_SENT_BYTES.to_owned()), A66_SIZE_BUCKETS),
+        (Matcher::Full(GRPC_SERVER_CALL_RCVD_BYTES.to_owned()), A66_SIZE_BUCKETS),
+    ];
+    buckets
+        .into_iter()
+        .fold(PrometheusBuilder::new(), |builder, (matcher, buckets)| {
+            builder.set_buckets_for_metric(matcher, buckets).expect("valid buckets")
+        })
         .build_recorder()
 }
 
@@ -312,6 +332,26 @@ fn install_global_recorder() {
 
 fn echo_registry() -> MethodRegistry {
     MethodRegistry::new().with_method(SERVICE, METHOD, GrpcType::Unary)
+}
+
+/// The bench method registered as bidi streaming: its time to first message is observed.
+fn streaming_registry() -> MethodRegistry {
+    MethodRegistry::new().with_method(SERVICE, METHOD, GrpcType::BidiStream)
+}
+
+/// The server layer variants of the `stream` group, by name.
+fn stream_layers() -> [(&'static str, ServerMetricsLayer); 4] {
+    let layer = |registry| ServerMetricsLayer::new().with_registry(registry).with_recorder(explicit_recorder());
+    [
+        // Registered as unary: counting only, as before time to first message existed.
+        ("layer_prometheus", layer(echo_registry())),
+        // Registered as bidi: counting and the time to first message.
+        ("layer_prometheus_ttfm", layer(streaming_registry())),
+        // ... and a size observation per message.
+        ("layer_prometheus_sizes", layer(streaming_registry()).with_message_sizes()),
+        // gRPC's own metrics: per-call byte totals.
+        ("layer_prometheus_grpc", layer(streaming_registry()).with_naming(Naming::Grpc)),
+    ]
 }
 
 /// `count` methods, 100 per service, and the path of each.
@@ -407,11 +447,12 @@ fn stream(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(name, "bare"), |b| {
             b.iter_custom(|iters| timed(iters, || drive(&mut bare, request(&uri, request_frames))))
         });
-        let mut layer =
-            ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(explicit_recorder()).layer(echo);
-        group.bench_function(BenchmarkId::new(name, "layer_prometheus"), |b| {
-            b.iter_custom(|iters| timed(iters, || drive(&mut layer, request(&uri, request_frames))))
-        });
+        for (variant, layer) in stream_layers() {
+            let mut layer = layer.layer(echo);
+            group.bench_function(BenchmarkId::new(name, variant), |b| {
+                b.iter_custom(|iters| timed(iters, || drive(&mut layer, request(&uri, request_frames))))
+            });
+        }
         let mut naive = NaiveLayer.layer(echo);
         group.bench_function(BenchmarkId::new(name, "naive_prometheus"), |b| {
             b.iter_custom(|iters| timed(iters, || drive(&mut naive, request(&uri, request_frames))))
@@ -583,6 +624,24 @@ fn fixed_calls(spec: &str) {
                 .with_recorder(explicit_recorder())
                 .layer(GrpcEcho::UNARY);
             run(Box::new(move |i| drive(&mut layer, request(&paths[i % paths.len()], 1))));
+        }
+        stream if stream.starts_with("stream-") => {
+            // `stream-<variant>`: 1,000 response messages; `stream-req-<variant>`: 1,000
+            // request messages.
+            let (variant, echo, request_frames) = match stream.strip_prefix("stream-req-") {
+                Some(variant) => (variant, GrpcEcho::UNARY, STREAM_FRAMES),
+                None => (&stream["stream-".len()..], GrpcEcho { response_frames: STREAM_FRAMES }, 1),
+            };
+            if variant == "bare" {
+                let mut bare = echo;
+                run(Box::new(move |_| drive(&mut bare, request(&uri, request_frames))));
+                return;
+            }
+            let wanted =
+                if variant == "counts" { "layer_prometheus".to_owned() } else { format!("layer_prometheus_{variant}") };
+            let layer = stream_layers().into_iter().find(|(name, _)| *name == wanted).expect("a stream variant").1;
+            let mut layer = layer.layer(echo);
+            run(Box::new(move |_| drive(&mut layer, request(&uri, request_frames))));
         }
         other => panic!("unknown variant {other:?}"),
     }

@@ -8,9 +8,10 @@
 //!
 //! Traffic runs for `--duration` seconds (default 5): all four RPC kinds, slow calls,
 //! errors, deadlines and cancelled streams, from 8 concurrent callers. The table shows, per
-//! method and side, the requests, the error rate and its codes, p50/p90/p99 latency
+//! method and side, the calls, the share that ended with any code but OK (and those codes),
+//! p50/p99 handling time and, for streaming methods, p50/p99 time to first message, both
 //! estimated from the histogram buckets exactly as PromQL's `histogram_quantile` would,
-//! and messages in and out. Afterwards the server keeps running so you can
+//! and messages in and out. It fits 120 columns. Afterwards the server keeps running so you can
 //! `curl http://127.0.0.1:50052/metrics`, until Ctrl-C; `--once` exits right after the table.
 
 mod support;
@@ -232,7 +233,10 @@ fn req(message: &str) -> tonic_metrics_testing::EchoRequest {
     tonic_metrics_testing::EchoRequest { message: message.into() }
 }
 
-/// One row per method that saw traffic.
+/// The table's width: it fits a 120-column terminal.
+const WIDTH: usize = 120;
+
+/// One row per method that saw traffic, then the non-OK codes of each.
 fn print_table(title: &str, prefix: &str, samples: &[Sample]) {
     let handled = format!("{prefix}_handled_total");
     let mut methods: BTreeMap<(String, String), (String, BTreeMap<String, f64>)> = BTreeMap::new();
@@ -243,39 +247,63 @@ fn print_table(title: &str, prefix: &str, samples: &[Sample]) {
             .or_insert_with(|| (label("grpc_type"), BTreeMap::new()));
         *entry.1.entry(label("grpc_code")).or_default() += sample.value;
     }
+    methods.retain(|_, (_, codes)| codes.values().sum::<f64>() > 0.0);
+    let name_width = methods.keys().map(|(service, method)| service.len() + 1 + method.len()).max().unwrap_or(0);
     println!("{title}");
     println!(
-        "  {:<66} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  error codes",
-        "method (type)", "requests", "errors", "p50", "p90", "p99", "msgs in", "msgs out"
+        "  {:<name_width$} {:<6} {:>6} {:>7} {:>7} {:>7} {:>8} {:>8} {:>11}",
+        "method", "type", "calls", "non-OK", "p50", "p99", "TTFM p50", "TTFM p99", "msgs in/out"
     );
+    let mut non_ok_lines = Vec::new();
     for ((service, method), (kind, codes)) in &methods {
         let requests: f64 = codes.values().sum();
-        if requests == 0.0 {
-            continue;
-        }
-        let errors: f64 = codes.iter().filter(|(code, _)| *code != "OK").map(|(_, n)| n).sum();
-        let mut error_codes: Vec<_> = codes.iter().filter(|(code, n)| *code != "OK" && **n > 0.0).collect();
-        error_codes.sort_by(|a, b| b.1.total_cmp(a.1));
-        let error_codes = error_codes.iter().map(|(code, n)| format!("{code} {n}")).collect::<Vec<_>>().join(", ");
+        let non_ok: f64 = codes.iter().filter(|(code, _)| *code != "OK").map(|(_, n)| n).sum();
         let selector = [("grpc_service", service.as_str()), ("grpc_method", method.as_str())];
-        let buckets = exposition::buckets(samples, &format!("{prefix}_handling_seconds"), &selector);
-        let quantile = |q| exposition::histogram_quantile(q, &buckets).map_or("-".to_string(), format_seconds);
+        let quantile = |family: &str, q| {
+            let buckets = exposition::buckets(samples, &format!("{prefix}_{family}"), &selector);
+            exposition::histogram_quantile(q, &buckets).map_or("-".to_string(), format_seconds)
+        };
         let msgs_in = exposition::sum(samples, &format!("{prefix}_msg_received_total"), &selector);
         let msgs_out = exposition::sum(samples, &format!("{prefix}_msg_sent_total"), &selector);
         println!(
-            "  {:<66} {:>8} {:>6.1}% {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
-            format!("{service}/{method} ({kind})"),
+            "  {:<name_width$} {:<6} {:>6} {:>6.1}% {:>7} {:>7} {:>8} {:>8} {:>11}",
+            format!("{service}/{method}"),
+            kind.strip_suffix("_stream").unwrap_or(kind),
             requests,
-            100.0 * errors / requests,
-            quantile(0.5),
-            quantile(0.9),
-            quantile(0.99),
-            msgs_in,
-            msgs_out,
-            error_codes
+            100.0 * non_ok / requests,
+            quantile("handling_seconds", 0.5),
+            quantile("handling_seconds", 0.99),
+            quantile("time_to_first_message_seconds", 0.5),
+            quantile("time_to_first_message_seconds", 0.99),
+            format!("{msgs_in}/{msgs_out}"),
         );
+        let mut non_ok_codes: Vec<_> = codes.iter().filter(|(code, n)| *code != "OK" && **n > 0.0).collect();
+        if !non_ok_codes.is_empty() {
+            non_ok_codes.sort_by(|a, b| b.1.total_cmp(a.1));
+            let list = non_ok_codes.iter().map(|(code, n)| format!("{code} {n}")).collect::<Vec<_>>();
+            non_ok_lines.push(format!("{method}: {}", list.join(", ")));
+        }
+    }
+    println!("  p50/p99: handling time; TTFM: time to first message (streaming methods); non-OK: any code but OK");
+    for line in non_ok_lines {
+        print_wrapped("  non-OK ", &line);
     }
     println!();
+}
+
+/// `text` after `lead`, wrapped at commas to fit [`WIDTH`].
+fn print_wrapped(lead: &str, text: &str) {
+    let mut line = lead.to_string();
+    for (i, part) in text.split(", ").enumerate() {
+        let piece = if i == 0 { part.to_string() } else { format!(", {part}") };
+        if line.len() + piece.len() > WIDTH && line.len() > lead.len() {
+            println!("{},", line);
+            line = format!("{}{}", " ".repeat(lead.len() + 2), part);
+        } else {
+            line.push_str(&piece);
+        }
+    }
+    println!("{line}");
 }
 
 fn format_seconds(seconds: f64) -> String {

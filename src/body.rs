@@ -11,7 +11,12 @@ use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::{call::Call, code::GrpcCode, frame::FrameCounter, instruments::MethodInstruments};
+use crate::{
+    call::{Call, CallBytes},
+    code::GrpcCode,
+    frame::FrameCounter,
+    instruments::MethodInstruments,
+};
 
 /// A `HeaderName` rather than a `&str`: looking a `&str` up parses and validates it as a
 /// header name on every call (about 300 instructions, twice per RPC).
@@ -24,19 +29,26 @@ pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
 
 pin_project! {
     /// The request body, counting the messages it carries (received on a server, sent
-    /// by a client).
+    /// by a client), their sizes when on, and under gRPC naming their bytes for the call.
     #[derive(Debug)]
     pub struct RequestBody<B> {
         #[pin]
         inner: B,
         frames: FrameCounter,
         method: Option<Arc<MethodInstruments>>,
+        // The call's byte totals (gRPC naming).
+        bytes: Option<Arc<CallBytes>>,
     }
 }
 
 impl<B> RequestBody<B> {
-    pub(crate) fn new(inner: B, method: Option<Arc<MethodInstruments>>) -> Self {
-        Self { inner, frames: FrameCounter::new(), method }
+    /// The request body of `call` (`None`: a method that is not recorded).
+    pub(crate) fn new(inner: B, call: Option<&Call>) -> Self {
+        let (method, bytes) = match call {
+            Some(call) => (Some(call.method().clone()), call.bytes()),
+            None => (None, None),
+        };
+        Self { inner, frames: FrameCounter::new(), method, bytes }
     }
 
     /// The wrapped body.
@@ -55,9 +67,11 @@ impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
         if let (Some(Ok(frame)), Some(method)) = (&frame, this.method.as_ref())
             && let Some(data) = frame.data_ref()
         {
-            let count = this.frames.feed(data);
-            if count > 0 {
-                method.record_request_messages(count);
+            let bytes = method.observe_request(this.frames, data);
+            if let Some(total) = this.bytes
+                && bytes > 0
+            {
+                total.add_request(bytes);
             }
         }
         Poll::Ready(frame)
@@ -121,7 +135,7 @@ where
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    call.record_response_messages(this.frames.feed(data));
+                    call.observe_response(this.frames, data);
                     // A body that says it is over may never be polled again, so a missing
                     // status must be settled now rather than read as a drop.
                     if this.inner.is_end_stream() {

@@ -2,11 +2,14 @@
 
 use std::{
     any::Any,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use crate::{code::GrpcCode, exemplar::ExemplarLabels, instruments::MethodInstruments};
+use crate::{code::GrpcCode, exemplar::ExemplarLabels, frame::FrameCounter, instruments::MethodInstruments};
 
 /// How much earlier than its deadline a dropped call still counts as `DeadlineExceeded`.
 ///
@@ -27,6 +30,12 @@ const DROP_SLACK: Duration = Duration::from_millis(1);
 /// A call whose request carried a deadline (`grpc-timeout`) and that ends or is dropped at
 /// or after it is `DeadlineExceeded`, whatever else it ended with, as in gRPC's spec and
 /// go-grpc-prometheus: the deadline decides the outcome the caller sees.
+///
+/// For a streaming method it also observes the time to its first response message, once,
+/// and only if that message comes before the end: a call that ends without one is not
+/// observed. Under gRPC naming it totals the bytes of the messages both ways in counters it
+/// shares with the request body (the one allocation per call that scheme costs), and
+/// records them at the end.
 #[derive(Debug)]
 pub(crate) struct Call {
     method: Arc<MethodInstruments>,
@@ -36,16 +45,48 @@ pub(crate) struct Call {
     /// Attached to the latency observation.
     exemplar: Option<ExemplarLabels>,
     finished: bool,
+    /// The time to the first response message is still to be observed.
+    awaiting_first_message: bool,
+    /// gRPC naming: the call's message bytes, the request's counted by the request body.
+    bytes: Option<Arc<CallBytes>>,
+}
+
+/// The message bytes of one call so far, both ways (gRPC naming).
+#[derive(Debug, Default)]
+pub(crate) struct CallBytes {
+    request: AtomicU64,
+    response: AtomicU64,
+}
+
+impl CallBytes {
+    /// Adds request message bytes (the request body's side).
+    pub fn add_request(&self, bytes: u64) {
+        self.request.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 impl Call {
     pub fn start(method: Arc<MethodInstruments>, timeout: Option<Duration>, exemplar: Option<ExemplarLabels>) -> Self {
         method.record_started();
-        Self { method, start: Instant::now(), timeout, exemplar, finished: false }
+        let bytes = method.counts_call_bytes().then(Arc::default);
+        Self {
+            awaiting_first_message: method.times_first_message(),
+            method,
+            start: Instant::now(),
+            timeout,
+            exemplar,
+            finished: false,
+            bytes,
+        }
     }
 
     pub fn method(&self) -> &Arc<MethodInstruments> {
         &self.method
+    }
+
+    /// The counters the request body adds its message bytes to (gRPC naming only).
+    pub fn bytes(&self) -> Option<Arc<CallBytes>> {
+        self.bytes.clone()
     }
 
     /// Records the outcome, once; later calls do nothing.
@@ -63,7 +104,11 @@ impl Call {
             Some(timeout) if elapsed + slack >= timeout => GrpcCode::DeadlineExceeded,
             _ => code,
         };
-        self.method.record_handled(code, elapsed, self.exemplar.as_ref());
+        let (request, response) = self
+            .bytes
+            .as_ref()
+            .map_or((0, 0), |bytes| (bytes.request.load(Ordering::Relaxed), bytes.response.load(Ordering::Relaxed)));
+        self.method.record_handled(code, elapsed, self.exemplar.as_ref(), request, response);
     }
 
     /// Records the outcome of an error from the inner service or body.
@@ -76,9 +121,24 @@ impl Call {
         self.finish(status_code_of(error).unwrap_or(GrpcCode::Unknown));
     }
 
-    pub fn record_response_messages(&self, count: u64) {
-        if count > 0 {
-            self.method.record_response_messages(count);
+    /// Feeds a chunk of the response stream: counts its messages (and sizes, when on),
+    /// adds their bytes, and observes the time to the first one.
+    #[inline]
+    pub fn observe_response(&mut self, frames: &mut FrameCounter, chunk: &[u8]) {
+        let (count, bytes) = self.method.observe_response(frames, chunk);
+        if bytes > 0
+            && let Some(total) = &self.bytes
+        {
+            // Only this call writes the response count: no read-modify-write needed.
+            total.response.store(total.response.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
+        }
+        if self.awaiting_first_message && count > 0 {
+            self.awaiting_first_message = false;
+            // Only before the end: then every call is either observed or ended without a
+            // message, and the two add up to `handled`.
+            if !self.finished {
+                self.method.record_first_message(self.start.elapsed());
+            }
         }
     }
 }

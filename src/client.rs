@@ -38,10 +38,11 @@ where
             Some(grpc) => self.table.lookup(grpc.service(), grpc.method()),
             None => self.table.lookup_path(request.uri().path()),
         };
-        let call =
-            method.map(|method| Call::start(method, grpc_timeout(request.headers()), self.table.exemplar(&request)));
-        let method = call.as_ref().map(|call| call.method().clone());
-        let future = self.inner.call(request.map(|body| tonic::body::Body::new(RequestBody::new(body, method))));
+        let call = method.map(|method| {
+            self.table.note_target(request.uri());
+            Call::start(method, grpc_timeout(request.headers()), self.table.exemplar(&request))
+        });
+        let future = self.inner.call(request.map(|body| tonic::body::Body::new(RequestBody::new(body, call.as_ref()))));
         ResponseFuture::new(BoxErrorFuture::new(future), call)
     }
 }

@@ -63,7 +63,8 @@ impl<K: Side> GrpcMetricsLayer<K> {
 
     /// Names each registered method with its exact `grpc_type`, creates its series at
     /// zero up front, and records every other path as `grpc_service="unknown",
-    /// grpc_method="unknown"`.
+    /// grpc_method="unknown"`. The registry's types also decide which methods have a time
+    /// to first message (server-streaming and bidi ones).
     pub fn with_registry(self, registry: MethodRegistry) -> Self {
         self.configure(|config| config.registry = Some(registry))
     }
@@ -82,17 +83,50 @@ impl<K: Side> GrpcMetricsLayer<K> {
 
     /// Records under another naming scheme: [`Naming::OpenTelemetry`] records the
     /// OpenTelemetry RPC conventions' `rpc.server.call.duration` (or
-    /// `rpc.client.call.duration`) histogram instead of the go-grpc-prometheus family.
-    /// See [`names`](crate::names) for the mapping between the two.
+    /// `rpc.client.call.duration`) histogram instead of the go-grpc-prometheus family;
+    /// [`Naming::Grpc`] records gRPC's own metrics (gRFC A66: `grpc.server.call.*`,
+    /// `grpc.client.attempt.*`), as gRPC's official OpenTelemetry plugins do.
+    /// See [`names`](crate::names) for the mapping between the schemes.
     ///
     /// ```
     /// use tonic_metrics::{Naming, ServerMetricsLayer};
     ///
     /// let layer = ServerMetricsLayer::new().with_naming(Naming::OpenTelemetry);
-    /// # drop(layer);
+    /// let official = ServerMetricsLayer::new().with_naming(Naming::Grpc);
+    /// # drop((layer, official));
     /// ```
     pub fn with_naming(self, naming: Naming) -> Self {
         self.configure(|config| config.naming = naming)
+    }
+
+    /// Stops recording the time to first message (`grpc_server_time_to_first_message_seconds`,
+    /// `grpc_client_time_to_first_message_seconds`), which is on by default.
+    ///
+    /// It is a histogram of the time from the start of a call to its first response
+    /// message (a server: sent to the transport; a client: received), for the methods the
+    /// registry names as server-streaming or bidi-streaming; the time a user of a token
+    /// stream waits, where the handling time is the length of the whole stream. Methods of
+    /// other or unknown types (without a registry, every method) are not observed, nor are
+    /// calls that end before their first message: for an observed method, the histogram's
+    /// `_count` plus the calls that ended without a message is `handled`. Only recorded
+    /// under go-grpc-prometheus naming. Default buckets:
+    /// [`FIRST_MESSAGE_BUCKETS`](crate::names::FIRST_MESSAGE_BUCKETS) (1 ms to 80 s). See
+    /// [`names`](crate::names#time-to-first-message).
+    pub fn without_time_to_first_message(self) -> Self {
+        self.configure(|config| config.first_message = false)
+    }
+
+    /// Records the size of every message, in bytes, per method and direction
+    /// (`grpc_server_msg_received_size_bytes`, `grpc_server_msg_sent_size_bytes` and the
+    /// client twins; off by default).
+    ///
+    /// The size is read from the gRPC frame prefix: the message as sent on the wire,
+    /// without its 5-byte prefix, so a compressed message counts its compressed size. It
+    /// costs one histogram observation per message and no allocation. Only recorded under
+    /// go-grpc-prometheus naming ([`Naming::Grpc`] records per-call totals instead).
+    /// Default buckets: [`SIZE_BUCKETS`](crate::names::SIZE_BUCKETS) (64 B to 16 MiB).
+    pub fn with_message_sizes(self) -> Self {
+        self.configure(|config| config.message_sizes = true)
     }
 
     /// Attaches an exemplar to each call's handling-time observation: the trace id of the
@@ -145,7 +179,8 @@ impl<K: Side> GrpcMetricsLayer<K> {
 
     /// Creates the zero-valued series of every registered method now, in the recorder in
     /// force now. Layering a service does this too; call it when the recorder is
-    /// installed after the server starts.
+    /// installed after the server starts. Under [`Naming::Grpc`] it does nothing: gRPC's
+    /// own metrics have no series before their first observation.
     pub fn preinitialize(&self) {
         self.table().preinitialize();
     }
@@ -157,6 +192,29 @@ impl<K: Side> GrpcMetricsLayer<K> {
                 Arc::new(MethodTable::new(names, &self.config))
             })
             .clone()
+    }
+}
+
+impl GrpcMetricsLayer<crate::side::Client> {
+    /// The `grpc.target` label of [`Naming::Grpc`] (gRFC A66): the channel's target, for
+    /// example `dns:///example.com:443`, recorded as given. Other schemes have no target
+    /// and ignore it.
+    ///
+    /// Without it, the target is taken once, from the first request's URI, as
+    /// `dns:///{authority}` (A66's canonical form; grpc-go records the canonical target,
+    /// grpc-python the string the user passed). Generated clients made with `new(channel)`
+    /// send requests without an authority (the `Channel` adds its origin below this layer):
+    /// their target is `unknown` unless given here.
+    ///
+    /// ```
+    /// use tonic_metrics::{ClientMetricsLayer, Naming};
+    ///
+    /// let layer = ClientMetricsLayer::new().with_naming(Naming::Grpc).with_target("dns:///localhost:50051");
+    /// # drop(layer);
+    /// ```
+    pub fn with_target(self, target: impl Into<String>) -> Self {
+        let target = target.into();
+        self.configure(|config| config.target = Some(target))
     }
 }
 

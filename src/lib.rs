@@ -46,6 +46,8 @@
 //! | `grpc_server_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 //! | `grpc_server_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 //! | `grpc_server_handling_seconds` | histogram | `grpc_type`, `grpc_service`, `grpc_method` |
+//! | `grpc_server_time_to_first_message_seconds` | histogram (server-streaming and bidi methods) | `grpc_type`, `grpc_service`, `grpc_method` |
+//! | `grpc_server_msg_received_size_bytes`, `grpc_server_msg_sent_size_bytes` | histograms (opt-in: `with_message_sizes`) | `grpc_type`, `grpc_service`, `grpc_method` |
 //! | `grpc_client_*` | the same, from [`ClientMetricsLayer`] | |
 //!
 //! The status comes from `grpc-status` in the headers (trailers-only responses) or the
@@ -55,8 +57,10 @@
 //! [`exporter`] module for serving `/metrics`.
 //!
 //! `with_naming(Naming::OpenTelemetry)` records the OpenTelemetry RPC conventions'
-//! `rpc.server.call.duration` / `rpc.client.call.duration` instead; [`names`] maps one
-//! scheme onto the other.
+//! `rpc.server.call.duration` / `rpc.client.call.duration` instead, and
+//! `with_naming(Naming::Grpc)` the metrics of gRPC's official OpenTelemetry plugins (gRFC
+//! A66: `grpc.server.call.*`, `grpc.client.attempt.*`); [`names`] maps the schemes onto
+//! each other and documents the time to first message and message sizes.
 //!
 //! # Features
 //!

@@ -34,9 +34,9 @@ where
             .table
             .lookup_path(request.uri().path())
             .map(|method| Call::start(method, grpc_timeout(request.headers()), self.table.exemplar(&request)));
-        let method = call.as_ref().map(|call| call.method().clone());
+        let body = |body| RequestBody::new(body, call.as_ref());
         // If the inner `call` panics, `call` is dropped while unwinding and records `Canceled`.
-        let future = self.inner.call(request.map(|body| RequestBody::new(body, method)));
+        let future = self.inner.call(request.map(body));
         ResponseFuture::new(future, call)
     }
 }

@@ -9,6 +9,10 @@
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use bytes::Bytes;
@@ -16,7 +20,7 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use tonic_metrics::{ClientMetricsLayer, GrpcType, MethodRegistry, ServerMetricsLayer};
+use tonic_metrics::{ClientMetricsLayer, GrpcType, MethodRegistry, Naming, ServerMetricsLayer};
 use tonic_metrics_testing::inproc::{FRAME, GrpcBody, GrpcEcho};
 use tower::{Layer, Service, ServiceExt};
 
@@ -179,29 +183,150 @@ where
     counts[5]
 }
 
-#[test]
-fn streamed_messages_allocate_nothing_in_the_layer() {
-    const MANY: usize = 1_000;
-    let registry = || MethodRegistry::new().with_method("grpc.examples.echo.Echo", "UnaryEcho", GrpcType::BidiStream);
-    // An explicit recorder: the global one belongs to the other test of this binary.
-    let layer = || ServerMetricsLayer::new().with_registry(registry()).with_recorder(DebuggingRecorder::new());
+/// A recorder that allocates nothing when it records: all its counters add to one atomic,
+/// all its histograms count their observations and sum them into two (the debugging
+/// recorder's histograms grow in blocks, which would hide the layer's own allocations
+/// behind the recorder's once there is one observation per message).
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    counter: Arc<AtomicU64>,
+    histogram: Arc<Observations>,
+}
 
-    for (response_frames, request_frames, what) in [(MANY, 1, "response"), (1, MANY, "request")] {
+#[derive(Debug, Default)]
+struct Observations {
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl metrics::HistogramFn for Observations {
+    fn record(&self, value: f64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value as u64, Ordering::Relaxed);
+    }
+}
+
+impl metrics::Recorder for Tally {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(self.counter.clone())
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::from_arc(self.histogram.clone())
+    }
+}
+
+/// Streams of 1,000 messages each way through `layered` (a layer over the in-process
+/// echo) cost no more allocations than through the bare echo, whatever the call itself
+/// costs (`per_call`: the allocations the layer adds per call).
+fn assert_nothing_allocated_per_message<S, B>(what: &str, per_call: u64, layered: impl Fn(GrpcEcho) -> S)
+where
+    S: Service<Request<GrpcBody>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    const MANY: usize = 1_000;
+    for (response_frames, request_frames, direction) in [(MANY, 1, "response"), (1, MANY, "request")] {
         let one = GrpcEcho::UNARY;
         let many = GrpcEcho { response_frames };
         let bare_one = streaming_call(&mut one.clone(), 1);
         let bare_many = streaming_call(&mut many.clone(), request_frames);
-        let layered_one = streaming_call(&mut layer().layer(one), 1);
-        let layered_many = streaming_call(&mut layer().layer(many), request_frames);
+        let layered_one = streaming_call(&mut layered(one), 1);
+        let layered_many = streaming_call(&mut layered(many), request_frames);
         println!(
-            "allocations per call with {MANY} {what} messages: bare {bare_one} -> {bare_many}, \
+            "{what}: allocations per call with {MANY} {direction} messages: bare {bare_one} -> {bare_many}, \
              with the layer {layered_one} -> {layered_many}"
         );
         // Whatever the inner service and body allocate per message (here: nothing, but
         // the trailers' map once per call) is the same with the layer; the layer adds none.
-        assert_eq!(layered_many - layered_one, bare_many - bare_one, "the layer allocated per streamed {what} message");
-        assert_eq!(layered_one, bare_one, "the layer allocated on a warm streaming call");
+        assert_eq!(
+            layered_many - layered_one,
+            bare_many - bare_one,
+            "{what}: the layer allocated per streamed {direction} message"
+        );
+        assert_eq!(layered_one, bare_one + per_call, "{what}: the layer allocated more per streaming call");
     }
+}
+
+fn bidi_registry() -> MethodRegistry {
+    MethodRegistry::new().with_method("grpc.examples.echo.Echo", "UnaryEcho", GrpcType::BidiStream)
+}
+
+#[test]
+fn streamed_messages_allocate_nothing_in_the_layer() {
+    // An explicit recorder: the global one belongs to the other test of this binary. The
+    // method is registered as bidi, so the time to first message is observed too.
+    assert_nothing_allocated_per_message("server", 0, |echo| {
+        ServerMetricsLayer::new().with_registry(bidi_registry()).with_recorder(DebuggingRecorder::new()).layer(echo)
+    });
+    // The client boxes its request body into `tonic::body::Body`: one allocation per call.
+    assert_nothing_allocated_per_message("client", 1, |echo| {
+        ClientMetricsLayer::new().with_registry(bidi_registry()).with_recorder(DebuggingRecorder::new()).layer(echo)
+    });
+}
+
+/// With message sizes on, one histogram observation per message and still no allocation;
+/// the observations are real: one per message, summing to the messages' lengths.
+#[test]
+fn message_sizes_allocate_nothing_per_message() {
+    let tally = Tally::default();
+    assert_nothing_allocated_per_message("server with sizes", 0, |echo| {
+        ServerMetricsLayer::new()
+            .with_registry(bidi_registry())
+            .with_message_sizes()
+            .with_recorder(tally.clone())
+            .layer(echo)
+    });
+    let observations = tally.histogram.count.load(Ordering::Relaxed);
+    let bytes = tally.histogram.sum.load(Ordering::Relaxed);
+    // Per call (14 per variant): one latency, one time to first message, and a size per message.
+    let calls: u64 = 2 * 2 * 14;
+    let messages: u64 = 14 * 2 * (2 + 1_001);
+    assert_eq!(observations, 2 * calls + messages, "latency, first message and sizes");
+    assert_eq!(bytes, 5 * messages, "every in-process message is 5 bytes (`hello`)");
+
+    assert_nothing_allocated_per_message("client with sizes", 1, |echo| {
+        ClientMetricsLayer::new()
+            .with_registry(bidi_registry())
+            .with_message_sizes()
+            .with_recorder(Tally::default())
+            .layer(echo)
+    });
+}
+
+/// Under gRPC naming each call shares its request byte count between the request body and
+/// the call: one small allocation per call (an `Arc<AtomicU64>`), none per message.
+#[test]
+fn grpc_naming_allocates_one_counter_per_call_and_nothing_per_message() {
+    let server = || ServerMetricsLayer::new().with_naming(Naming::Grpc).with_registry(bidi_registry());
+    let client = || ClientMetricsLayer::new().with_naming(Naming::Grpc).with_registry(bidi_registry());
+    assert_nothing_allocated_per_message("server, gRPC naming", 1, |echo| {
+        server().with_recorder(Tally::default()).layer(echo)
+    });
+    assert_nothing_allocated_per_message("client, gRPC naming", 2, |echo| {
+        client().with_recorder(Tally::default()).layer(echo)
+    });
+
+    let mut bare_echo = GrpcEcho::UNARY;
+    let bare = per_call(&mut bare_echo);
+    let tally = Tally::default();
+    let server_allocations = per_call(&mut server().with_recorder(tally.clone()).layer(GrpcEcho::UNARY));
+    let client_allocations = per_call(&mut client().with_recorder(Tally::default()).layer(GrpcEcho::UNARY));
+    println!(
+        "allocations per unary call, gRPC naming: bare {bare}, server {server_allocations}, client {client_allocations}"
+    );
+    assert_eq!(server_allocations, bare + 1, "server: the request byte counter only");
+    assert_eq!(client_allocations, bare + 2, "client: the request-body box and the byte counter only");
+    // 111 calls: a duration (under a second: 0 once truncated) and two byte totals each,
+    // 5 bytes of request and 5 of response.
+    assert_eq!(tally.histogram.count.load(Ordering::Relaxed), 3 * 111);
+    assert_eq!(tally.histogram.sum.load(Ordering::Relaxed), 10 * 111);
 }
 
 /// `count` registered methods, 100 per service, with realistic name lengths.

@@ -589,6 +589,30 @@ fn assert_balanced(m: &Recorded, side: &str, started: &str, handled: &str, secon
     }
 }
 
+/// Time to first message: only for the streaming methods, at most one observation per
+/// handled call; when every call ran to completion (`records` given), exactly one per call
+/// whose caller received a message.
+fn assert_first_messages(m: &Recorded, side: &str, first_message: &str, handled: &str, records: Option<&[Record]>) {
+    for (kind, method) in METHODS {
+        let observations: usize = m
+            .histogram_series(first_message)
+            .into_iter()
+            .filter(|(l, _)| l["grpc_method"] == method)
+            .map(|(_, v)| v.len())
+            .sum();
+        if !matches!(kind, "server_stream" | "bidi_stream") {
+            assert_eq!(observations, 0, "{side} {method}: a time to first message of a {kind} method");
+            continue;
+        }
+        let h = per_method(m, handled, method);
+        assert!(observations as u64 <= h, "{side} {method}: {observations} first messages for {h} handled RPCs");
+        if let Some(records) = records {
+            let with_message = sum_where(records, method, |r| r.received > 0, |_| 1);
+            assert_eq!(observations as u64, with_message, "{side} {method}: first messages vs calls with a message");
+        }
+    }
+}
+
 /// Waits until the server has finished every RPC it started (cancellations arrive late).
 async fn server_settled(server: &Recorded) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -718,6 +742,8 @@ async fn random_mix_is_counted_exactly_once_on_both_sides() {
     assert_balanced(cm, "client", CLIENT_STARTED, CLIENT_HANDLED, CLIENT_HANDLING_SECONDS);
     assert_client_layer_matches_tally(cm, &records);
     assert_sides_agree(sm, cm, &records, true);
+    assert_first_messages(sm, "server", SERVER_TIME_TO_FIRST_MESSAGE, SERVER_HANDLED, Some(&records));
+    assert_first_messages(cm, "client", CLIENT_TIME_TO_FIRST_MESSAGE, CLIENT_HANDLED, Some(&records));
     assert!(records.iter().any(|r| r.code == GrpcCode::Internal), "no caught panic in the mix: {}", summary(&records));
 
     // Phase 2: the same with cancels at random points and deadlines shorter than the handler.
@@ -730,6 +756,8 @@ async fn random_mix_is_counted_exactly_once_on_both_sides() {
     assert_balanced(cm, "client", CLIENT_STARTED, CLIENT_HANDLED, CLIENT_HANDLING_SECONDS);
     assert_client_layer_matches_tally(cm, &records);
     assert_sides_agree(sm, cm, &records, false);
+    assert_first_messages(sm, "server", SERVER_TIME_TO_FIRST_MESSAGE, SERVER_HANDLED, None);
+    assert_first_messages(cm, "client", CLIENT_TIME_TO_FIRST_MESSAGE, CLIENT_HANDLED, None);
 
     // Phase 3: a graceful shutdown with calls in flight. They complete normally; calls made
     // afterwards fail on the client and never reach the server.
@@ -868,4 +896,6 @@ async fn without_catch_panic_a_panic_is_a_canceled_stream_on_both_sides() {
     assert_balanced(cm, "client", CLIENT_STARTED, CLIENT_HANDLED, CLIENT_HANDLING_SECONDS);
     assert_client_layer_matches_tally(cm, &records);
     assert_sides_agree(sm, cm, &records, true);
+    assert_first_messages(sm, "server", SERVER_TIME_TO_FIRST_MESSAGE, SERVER_HANDLED, Some(&records));
+    assert_first_messages(cm, "client", CLIENT_TIME_TO_FIRST_MESSAGE, CLIENT_HANDLED, Some(&records));
 }

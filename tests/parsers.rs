@@ -72,11 +72,15 @@ proptest! {
         points.extend([0, stream.len()]);
         points.sort_unstable();
         let mut counter = FrameCounter::new();
+        let mut lengths = Vec::new();
         // Repeated points feed empty chunks, which must change nothing.
-        let total: u64 = points.windows(2).map(|w| counter.feed(&stream[w[0]..w[1]])).sum();
+        let total: u64 =
+            points.windows(2).map(|w| counter.feed_with(&stream[w[0]..w[1]], |len| lengths.push(len))).sum();
         let (expected, mid_frame) = reference::frames(&stream);
         prop_assert_eq!(total, expected);
         prop_assert_eq!(counter.is_mid_frame(), mid_frame);
+        // Each message's length, in order, as the prefix gave it.
+        prop_assert_eq!((lengths, mid_frame), reference::frame_lengths(&stream));
         let mut whole = FrameCounter::new();
         prop_assert_eq!(whole.feed(&stream), expected);
         prop_assert_eq!(whole, counter);
@@ -87,8 +91,10 @@ proptest! {
         chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
     ) {
         let mut counter = FrameCounter::new();
-        let total: u64 = chunks.iter().map(|chunk| counter.feed(chunk)).sum();
+        let mut lengths = Vec::new();
+        let total: u64 = chunks.iter().map(|chunk| counter.feed_with(chunk, |len| lengths.push(len))).sum();
         prop_assert_eq!((total, counter.is_mid_frame()), reference::frames(&chunks.concat()));
+        prop_assert_eq!((lengths, counter.is_mid_frame()), reference::frame_lengths(&chunks.concat()));
     }
 
     #[test]

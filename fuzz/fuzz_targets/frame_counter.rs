@@ -1,6 +1,6 @@
 //! The frame counter over arbitrary bytes cut into arbitrary chunks: it never panics, the
-//! count does not depend on the chunking, and it agrees with a naive parser that sees the
-//! whole stream at once.
+//! count and the lengths reported do not depend on the chunking, and they agree with a
+//! naive parser that sees the whole stream at once.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -21,6 +21,7 @@ fuzz_target!(|input: Input| {
     let mut counter = FrameCounter::new();
     let mut rest = input.stream.as_slice();
     let mut total = 0;
+    let mut lengths = Vec::new();
     let mut step = 0;
     while !rest.is_empty() {
         // All-zero cuts would never finish: past a bound, the rest goes in one chunk.
@@ -30,12 +31,13 @@ fuzz_target!(|input: Input| {
             usize::from(input.cuts[step % input.cuts.len()]).min(rest.len())
         };
         step += 1;
-        total += counter.feed(&rest[..take]);
+        total += counter.feed_with(&rest[..take], |len| lengths.push(len));
         rest = &rest[take..];
     }
     let (expected, mid_frame) = reference::frames(&input.stream);
     assert_eq!(total, expected);
     assert_eq!(counter.is_mid_frame(), mid_frame);
+    assert_eq!((lengths, mid_frame), reference::frame_lengths(&input.stream));
     let mut whole = FrameCounter::new();
     assert_eq!(whole.feed(&input.stream), expected);
     assert_eq!(whole, counter, "the state after the stream does not depend on the chunking");

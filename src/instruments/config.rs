@@ -45,6 +45,12 @@ pub(crate) struct Config {
     pub filter: MethodFilter,
     /// Where exemplars come from; `None`: no exemplars.
     pub exemplars: Option<ExemplarExtractor>,
+    /// Time to first message of streaming methods (go-grpc-prometheus naming).
+    pub first_message: bool,
+    /// Per-message size histograms (go-grpc-prometheus naming).
+    pub message_sizes: bool,
+    /// The client's `grpc.target` (gRPC naming); `None`: from the first request.
+    pub target: Option<String>,
 }
 
 impl Default for Config {
@@ -57,6 +63,9 @@ impl Default for Config {
             recorder: RecorderRef::Global,
             filter: MethodFilter::default(),
             exemplars: None,
+            first_message: true,
+            message_sizes: false,
+            target: None,
         }
     }
 }
@@ -71,6 +80,9 @@ impl fmt::Debug for Config {
             .field("recorder", &self.recorder)
             .field("filter", &self.filter)
             .field("exemplars", &self.exemplars.as_ref().map(|_| ".."))
+            .field("first_message", &self.first_message)
+            .field("message_sizes", &self.message_sizes)
+            .field("target", &self.target)
             .finish()
     }
 }

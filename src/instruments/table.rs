@@ -73,13 +73,20 @@ impl fmt::Debug for MethodTable {
 
 impl MethodTable {
     pub fn new(names: &'static MetricNames, config: &Config) -> Self {
+        let go = names.naming == Naming::GoGrpcPrometheus;
         let binder = Arc::new(Binder {
             names,
             recorder: config.recorder.clone(),
-            // OpenTelemetry's duration always carries the status code.
-            code_on_histogram: config.code_on_histogram || names.naming == Naming::OpenTelemetry,
+            // OpenTelemetry's and gRPC's durations always carry the status code.
+            code_on_histogram: config.code_on_histogram || !go,
+            first_message: config.first_message && go,
+            message_sizes: config.message_sizes && go,
+            target: OnceLock::new(),
             described: OnceLock::new(),
         });
+        if let Some(target) = &config.target {
+            let _ = binder.target.set(target.clone().into());
+        }
         let mut known = MethodMap::<FastState>::default();
         let mut known_paths = HashMap::<_, _, FastState>::default();
         if let Some(registry) = &config.registry {
@@ -114,6 +121,21 @@ impl MethodTable {
     /// The exemplar of a call, if exemplars are on and the request has one.
     pub fn exemplar<B>(&self, request: &http::Request<B>) -> Option<ExemplarLabels> {
         self.exemplars.as_ref().and_then(|extract| extract(request.headers(), request.extensions()))
+    }
+
+    /// Under gRPC naming on a client, takes `grpc.target` from the first request (unless
+    /// given): `dns:///{authority}`, or `unknown` for a URI without one. A request with no
+    /// authority (a generated client made with `new`, whose `Channel` adds the origin below
+    /// the layer) is the common case: see [`crate::names`].
+    #[inline]
+    pub fn note_target(&self, uri: &http::Uri) {
+        if self.binder.wants_target() && self.binder.target.get().is_none() {
+            let target = match uri.authority() {
+                Some(authority) => format!("dns:///{authority}").into(),
+                None => metrics::SharedString::const_str(crate::names::UNKNOWN),
+            };
+            let _ = self.binder.target.set(target);
+        }
     }
 
     /// Creates the zero-valued series of every registered method.

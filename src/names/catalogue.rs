@@ -6,9 +6,14 @@
 use metrics::Unit;
 
 use super::{
-    CLIENT_HANDLED, CLIENT_HANDLING_SECONDS, CLIENT_MSG_RECEIVED, CLIENT_MSG_SENT, CLIENT_STARTED, DEFAULT_BUCKETS,
-    OTEL_BUCKETS, OTEL_CLIENT_CALL_DURATION, OTEL_SERVER_CALL_DURATION, SERVER_HANDLED, SERVER_HANDLING_SECONDS,
-    SERVER_MSG_RECEIVED, SERVER_MSG_SENT, SERVER_STARTED,
+    A66_LATENCY_BUCKETS, A66_SIZE_BUCKETS, CLIENT_HANDLED, CLIENT_HANDLING_SECONDS, CLIENT_MSG_RECEIVED,
+    CLIENT_MSG_RECEIVED_SIZE, CLIENT_MSG_SENT, CLIENT_MSG_SENT_SIZE, CLIENT_STARTED, CLIENT_TIME_TO_FIRST_MESSAGE,
+    DEFAULT_BUCKETS, FIRST_MESSAGE_BUCKETS, GRPC_CLIENT_ATTEMPT_DURATION, GRPC_CLIENT_ATTEMPT_RCVD_BYTES,
+    GRPC_CLIENT_ATTEMPT_SENT_BYTES, GRPC_CLIENT_ATTEMPT_STARTED, GRPC_CLIENT_CALL_DURATION, GRPC_SERVER_CALL_DURATION,
+    GRPC_SERVER_CALL_RCVD_BYTES, GRPC_SERVER_CALL_SENT_BYTES, GRPC_SERVER_CALL_STARTED, OTEL_BUCKETS,
+    OTEL_CLIENT_CALL_DURATION, OTEL_SERVER_CALL_DURATION, SERVER_HANDLED, SERVER_HANDLING_SECONDS, SERVER_MSG_RECEIVED,
+    SERVER_MSG_RECEIVED_SIZE, SERVER_MSG_SENT, SERVER_MSG_SENT_SIZE, SERVER_STARTED, SERVER_TIME_TO_FIRST_MESSAGE,
+    SIZE_BUCKETS,
 };
 
 /// The Prometheus type of a family.
@@ -20,7 +25,6 @@ pub(crate) enum FamilyKind {
 
 /// A family's unit, as OpenMetrics' `# UNIT` and the `metrics` facade spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // `Bytes` arrives with the message-size histograms.
 pub(crate) enum FamilyUnit {
     Seconds,
     Bytes,
@@ -74,15 +78,11 @@ pub(crate) struct FamilyInfo {
 }
 
 const fn counter(name: &'static str, help: &'static str) -> FamilyInfo {
-    FamilyInfo {
-        name,
-        exposition: name,
-        kind: FamilyKind::Counter,
-        unit: None,
-        help,
-        measure: Measure::Count,
-        buckets: &[],
-    }
+    exposed_counter(name, name, help)
+}
+
+const fn exposed_counter(name: &'static str, exposition: &'static str, help: &'static str) -> FamilyInfo {
+    FamilyInfo { name, exposition, kind: FamilyKind::Counter, unit: None, help, measure: Measure::Count, buckets: &[] }
 }
 
 const fn histogram(
@@ -123,6 +123,56 @@ pub(crate) static FAMILIES: &[FamilyInfo] = &[
         DEFAULT_BUCKETS,
         "Histogram of response latency (seconds) of the gRPC until it is finished by the application.",
     ),
+    // Time to first message (streaming methods) and message sizes (opt-in), named and
+    // described in go-grpc-prometheus' style.
+    histogram(
+        SERVER_TIME_TO_FIRST_MESSAGE,
+        SERVER_TIME_TO_FIRST_MESSAGE,
+        FamilyUnit::Seconds,
+        Measure::FirstMessage,
+        FIRST_MESSAGE_BUCKETS,
+        "Histogram of the time (seconds) from the start of a streaming RPC to the first response message sent by the server.",
+    ),
+    histogram(
+        CLIENT_TIME_TO_FIRST_MESSAGE,
+        CLIENT_TIME_TO_FIRST_MESSAGE,
+        FamilyUnit::Seconds,
+        Measure::FirstMessage,
+        FIRST_MESSAGE_BUCKETS,
+        "Histogram of the time (seconds) from the start of a streaming RPC to the first response message received by the client.",
+    ),
+    histogram(
+        SERVER_MSG_RECEIVED_SIZE,
+        SERVER_MSG_RECEIVED_SIZE,
+        FamilyUnit::Bytes,
+        Measure::Size,
+        SIZE_BUCKETS,
+        "Histogram of the size (bytes, as on the wire) of RPC stream messages received on the server.",
+    ),
+    histogram(
+        SERVER_MSG_SENT_SIZE,
+        SERVER_MSG_SENT_SIZE,
+        FamilyUnit::Bytes,
+        Measure::Size,
+        SIZE_BUCKETS,
+        "Histogram of the size (bytes, as on the wire) of gRPC stream messages sent by the server.",
+    ),
+    histogram(
+        CLIENT_MSG_RECEIVED_SIZE,
+        CLIENT_MSG_RECEIVED_SIZE,
+        FamilyUnit::Bytes,
+        Measure::Size,
+        SIZE_BUCKETS,
+        "Histogram of the size (bytes, as on the wire) of RPC stream messages received by the client.",
+    ),
+    histogram(
+        CLIENT_MSG_SENT_SIZE,
+        CLIENT_MSG_SENT_SIZE,
+        FamilyUnit::Bytes,
+        Measure::Size,
+        SIZE_BUCKETS,
+        "Histogram of the size (bytes, as on the wire) of gRPC stream messages sent by the client.",
+    ),
     // OpenTelemetry RPC semantic conventions, named as OpenTelemetry's Prometheus
     // translation names them (dots to underscores, the unit as a suffix).
     histogram(
@@ -141,6 +191,70 @@ pub(crate) static FAMILIES: &[FamilyInfo] = &[
         OTEL_BUCKETS,
         "Measures the duration of outbound remote procedure calls (RPC).",
     ),
+    // gRPC's own metrics (gRFC A66), named as OpenTelemetry's Prometheus translation names
+    // them, with grpc-python's descriptions.
+    exposed_counter(GRPC_SERVER_CALL_STARTED, "grpc_server_call_started_total", "Number of server calls started"),
+    histogram(
+        GRPC_SERVER_CALL_DURATION,
+        "grpc_server_call_duration_seconds",
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        A66_LATENCY_BUCKETS,
+        "End-to-end time taken to complete a call from server transport's perspective",
+    ),
+    histogram(
+        GRPC_SERVER_CALL_SENT_BYTES,
+        "grpc_server_call_sent_total_compressed_message_size_bytes",
+        FamilyUnit::Bytes,
+        Measure::Size,
+        A66_SIZE_BUCKETS,
+        "Compressed message bytes sent per server call",
+    ),
+    histogram(
+        GRPC_SERVER_CALL_RCVD_BYTES,
+        "grpc_server_call_rcvd_total_compressed_message_size_bytes",
+        FamilyUnit::Bytes,
+        Measure::Size,
+        A66_SIZE_BUCKETS,
+        "Compressed message bytes received per server call",
+    ),
+    exposed_counter(
+        GRPC_CLIENT_ATTEMPT_STARTED,
+        "grpc_client_attempt_started_total",
+        "Number of client call attempts started",
+    ),
+    histogram(
+        GRPC_CLIENT_ATTEMPT_DURATION,
+        "grpc_client_attempt_duration_seconds",
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        A66_LATENCY_BUCKETS,
+        "End-to-end time taken to complete a client call attempt",
+    ),
+    histogram(
+        GRPC_CLIENT_ATTEMPT_SENT_BYTES,
+        "grpc_client_attempt_sent_total_compressed_message_size_bytes",
+        FamilyUnit::Bytes,
+        Measure::Size,
+        A66_SIZE_BUCKETS,
+        "Compressed message bytes sent per client call attempt",
+    ),
+    histogram(
+        GRPC_CLIENT_ATTEMPT_RCVD_BYTES,
+        "grpc_client_attempt_rcvd_total_compressed_message_size_bytes",
+        FamilyUnit::Bytes,
+        Measure::Size,
+        A66_SIZE_BUCKETS,
+        "Compressed message bytes received per call attempt",
+    ),
+    histogram(
+        GRPC_CLIENT_CALL_DURATION,
+        "grpc_client_call_duration_seconds",
+        FamilyUnit::Seconds,
+        Measure::Latency,
+        A66_LATENCY_BUCKETS,
+        "End-to-end time taken to complete a call from client's perspective",
+    ),
 ];
 
 /// The family recorded under `name`, if it is one of this crate's.
@@ -151,6 +265,95 @@ pub(crate) fn family(name: &str) -> Option<&'static FamilyInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::{MetricNames, Naming};
+
+    /// Every family a layer can record under any scheme, with its kind.
+    fn recorded(names: &MetricNames) -> Vec<(&'static str, FamilyKind)> {
+        use FamilyKind::{Counter, Histogram};
+        match names.naming {
+            Naming::GoGrpcPrometheus => vec![
+                (names.started, Counter),
+                (names.handled, Counter),
+                (names.msg_received, Counter),
+                (names.msg_sent, Counter),
+                (names.handling_seconds, Histogram),
+                (names.first_message, Histogram),
+                (names.msg_received_size, Histogram),
+                (names.msg_sent_size, Histogram),
+            ],
+            Naming::OpenTelemetry => vec![(names.handling_seconds, Histogram)],
+            Naming::Grpc => {
+                let mut families = vec![
+                    (names.started, Counter),
+                    (names.handling_seconds, Histogram),
+                    (names.call_rcvd_bytes, Histogram),
+                    (names.call_sent_bytes, Histogram),
+                ];
+                families.extend(names.call_duration.map(|name| (name, Histogram)));
+                families
+            }
+        }
+    }
+
+    #[test]
+    fn every_recorded_family_is_in_the_catalogue() {
+        let mut all = Vec::new();
+        for naming in [Naming::GoGrpcPrometheus, Naming::OpenTelemetry, Naming::Grpc] {
+            for server in [true, false] {
+                for (name, kind) in recorded(MetricNames::of(server, naming)) {
+                    let family = family(name).unwrap_or_else(|| panic!("{name} is not in the catalogue"));
+                    assert_eq!(family.kind, kind, "{name}");
+                    all.push(name);
+                }
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), FAMILIES.len(), "a family in the catalogue that no layer records");
+    }
+
+    /// gRPC's metrics as OpenTelemetry's Prometheus exporter renders them for grpc-python
+    /// (`/work/a66`): dots to underscores, the unit as a suffix, `_total` on counters.
+    #[test]
+    fn a66_families_are_exposed_as_the_official_plugins_are() {
+        let expected = [
+            ("grpc.server.call.started", "grpc_server_call_started_total", None),
+            ("grpc.server.call.duration", "grpc_server_call_duration_seconds", Some(FamilyUnit::Seconds)),
+            (
+                "grpc.server.call.sent_total_compressed_message_size",
+                "grpc_server_call_sent_total_compressed_message_size_bytes",
+                Some(FamilyUnit::Bytes),
+            ),
+            (
+                "grpc.server.call.rcvd_total_compressed_message_size",
+                "grpc_server_call_rcvd_total_compressed_message_size_bytes",
+                Some(FamilyUnit::Bytes),
+            ),
+            ("grpc.client.attempt.started", "grpc_client_attempt_started_total", None),
+            ("grpc.client.attempt.duration", "grpc_client_attempt_duration_seconds", Some(FamilyUnit::Seconds)),
+            (
+                "grpc.client.attempt.sent_total_compressed_message_size",
+                "grpc_client_attempt_sent_total_compressed_message_size_bytes",
+                Some(FamilyUnit::Bytes),
+            ),
+            (
+                "grpc.client.attempt.rcvd_total_compressed_message_size",
+                "grpc_client_attempt_rcvd_total_compressed_message_size_bytes",
+                Some(FamilyUnit::Bytes),
+            ),
+            ("grpc.client.call.duration", "grpc_client_call_duration_seconds", Some(FamilyUnit::Seconds)),
+        ];
+        for (name, exposition, unit) in expected {
+            let family = family(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!((family.exposition, family.unit), (exposition, unit), "{name}");
+            let buckets = match unit {
+                Some(FamilyUnit::Seconds) => crate::names::A66_LATENCY_BUCKETS,
+                Some(FamilyUnit::Bytes) => crate::names::A66_SIZE_BUCKETS,
+                None => &[],
+            };
+            assert_eq!(family.buckets, buckets, "{name}");
+        }
+    }
 
     #[test]
     fn names_are_unique_and_exposed_names_valid() {

@@ -116,6 +116,16 @@ impl Recorded {
             .collect()
     }
 
+    /// Every series of every metric seen so far (counters and histograms), as
+    /// `(name, labels)`, sorted.
+    pub fn all_series(&self) -> Vec<(String, Labels)> {
+        self.refresh();
+        let mut all: Vec<(String, Labels)> = self.counters.lock().unwrap().keys().cloned().collect();
+        all.extend(self.histograms.lock().unwrap().keys().cloned());
+        all.sort();
+        all
+    }
+
     /// The HELP text of a metric.
     pub fn description(&self, name: &str) -> Option<String> {
         self.refresh();
@@ -152,17 +162,25 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(layer: ServerMetricsLayer) -> Self {
+        Self::start_echo(layer, EchoServer::new(EchoService)).await
+    }
+
+    /// The same server, answering gzip-compressed requests and compressing its responses.
+    pub async fn start_gzip(layer: ServerMetricsLayer) -> Self {
+        use tonic::codec::CompressionEncoding::Gzip;
+        Self::start_echo(layer, EchoServer::new(EchoService).accept_compressed(Gzip).send_compressed(Gzip)).await
+    }
+
+    async fn start_echo(layer: ServerMetricsLayer, echo: EchoServer<EchoService>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(
-            Server::builder().layer(layer).add_service(EchoServer::new(EchoService)).serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                async {
-                    let _ = signal.await;
-                },
-            ),
-        );
+        let task = tokio::spawn(Server::builder().layer(layer).add_service(echo).serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async {
+                let _ = signal.await;
+            },
+        ));
         Self { addr, shutdown: Some(shutdown), task }
     }
 

@@ -1,4 +1,4 @@
-//! Naive reference implementations of the three parsers that read untrusted bytes, shared
+//! Naive reference implementations of the parsers that read untrusted bytes, shared
 //! by the property tests (`tests/parsers.rs`) and the `cargo fuzz` targets (`fuzz/`, which
 //! include this file by path): each is the obvious, slow way, to compare the real one with.
 #![allow(dead_code)]
@@ -8,20 +8,28 @@ use tonic_metrics::{__fuzz::MAX_PATH_LEN, GrpcCode};
 /// Whole gRPC frames in `bytes`, and whether it ends inside one, parsing the whole buffer
 /// at once.
 pub fn frames(bytes: &[u8]) -> (u64, bool) {
-    let (mut at, mut count) = (0usize, 0u64);
+    let (lengths, mid_frame) = frame_lengths(bytes);
+    (lengths.len() as u64, mid_frame)
+}
+
+/// The length field of each whole gRPC frame in `bytes`, in order, and whether it ends
+/// inside one, parsing the whole buffer at once.
+pub fn frame_lengths(bytes: &[u8]) -> (Vec<u32>, bool) {
+    let mut at = 0usize;
+    let mut lengths = Vec::new();
     loop {
         if at == bytes.len() {
-            return (count, false);
+            return (lengths, false);
         }
         if bytes.len() - at < 5 {
-            return (count, true);
+            return (lengths, true);
         }
-        let length = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
-        if bytes.len() - at - 5 < length {
-            return (count, true);
+        let length = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap());
+        if bytes.len() - at - 5 < length as usize {
+            return (lengths, true);
         }
-        at += 5 + length;
-        count += 1;
+        at += 5 + length as usize;
+        lengths.push(length);
     }
 }
 
@@ -50,7 +58,9 @@ pub fn grpc_status(value: &[u8]) -> GrpcCode {
 /// `version-traceid-parentid-flags`, lowercase hex, version `ff` and all-zero ids invalid,
 /// version `00` exactly four fields, later versions possibly more.
 pub fn traceparent(value: &[u8]) -> Option<[u8; 16]> {
-    let text = std::str::from_utf8(value).ok()?;
+    // Lossy: a later version's extra fields may hold any bytes (a header value can carry
+    // obs-text), and only the first four fields are read.
+    let text = String::from_utf8_lossy(value);
     let fields: Vec<&str> = text.split('-').collect();
     let lower_hex =
         |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
