@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release --example loadgen -- --target 127.0.0.1:50051 [--target HOST:PORT ...]
 //!     [--baseline HOST:PORT] [--requests N] [--concurrency C] [--rounds R] [--warmup N]
-//!     [--error-every K] [--error-code CODE] [--sleep-ms MS] [--connections K] [--threads T] [--json]
+//!     [--error-every K] [--error-code CODE] [--sleep-ms MS] [--deadline-ms MS]
+//!     [--connections K] [--threads T] [--json]
 //!     [--traceparent TRACE_ID|unique [--trace-log FILE]]
 //! ```
 //!
@@ -19,6 +20,7 @@
 //! | `--error-every K`    | off        | every K-th request asks for an error (`fail:<code>`)                     |
 //! | `--error-code CODE`  | `Internal` | the code those requests ask for (Go's spelling or a number)              |
 //! | `--sleep-ms MS`      | off        | every other request asks the server to wait `MS` ms (`sleep:<MS>`)      |
+//! | `--deadline-ms MS`   | off        | every request carries a deadline of `MS` ms (`grpc-timeout`): with a longer `--sleep-ms`, the server ends the calls at the deadline and its metrics count them `DeadlineExceeded` (tonic's server answers `Canceled`, which is what the JSON counts) |
 //! | `--connections K`    | 1          | HTTP/2 connections (`Channel`s) per target                               |
 //! | `--threads T`        | CPUs       | tokio worker threads of the load generator                               |
 //! | `--json`             | off        | print a JSON summary as the last stdout line                             |
@@ -113,6 +115,10 @@ struct Args {
     /// Non-error requests ask the server to wait this long ("sleep:<MS>").
     #[arg(long, value_name = "MS")]
     sleep_ms: Option<u64>,
+
+    /// Every request carries a deadline of MS milliseconds (the grpc-timeout header).
+    #[arg(long, value_name = "MS")]
+    deadline_ms: Option<u64>,
 
     /// HTTP/2 connections (Channels) per target.
     #[arg(long, default_value_t = 1)]
@@ -254,6 +260,7 @@ impl Side {
             let next = next.clone();
             let messages = messages.clone();
             let tracing = plan.tracing.clone();
+            let deadline = plan.deadline;
             workers.push(tokio::spawn(async move {
                 // Counted locally, merged at the end: no shared counters on the hot path.
                 let mut codes = vec![[0u64; 17]; clients.len()];
@@ -267,6 +274,9 @@ impl Side {
                     let target = index % clients.len();
                     let message = messages.for_request(index).to_owned();
                     let mut request = tonic::Request::new(EchoRequest { message });
+                    if let Some(deadline) = deadline {
+                        request.set_timeout(deadline);
+                    }
                     let trace_id = tracing.as_deref().map(|tracing| {
                         let (trace_id, traceparent) = tracing.next();
                         request.metadata_mut().insert("traceparent", traceparent);
@@ -359,6 +369,8 @@ struct Plan {
     error_every: Option<usize>,
     error_code: GrpcCode,
     sleep_ms: Option<u64>,
+    /// The deadline every request carries (`--deadline-ms`).
+    deadline: Option<Duration>,
     tracing: Option<Arc<Tracing>>,
 }
 
@@ -457,6 +469,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         error_every: args.error_every,
         error_code: args.error_code,
         sleep_ms: args.sleep_ms,
+        deadline: args.deadline_ms.map(Duration::from_millis),
         tracing: args
             .traceparent
             .clone()

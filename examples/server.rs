@@ -138,7 +138,7 @@ impl Args {
     fn naming(&self) -> Naming {
         match (self.otel, self.naming) {
             (true, _) | (false, NamingArg::Otel) => Naming::OpenTelemetry,
-            (false, NamingArg::Grpc) => Naming::GoGrpcPrometheus, // MERGE: Naming::Grpc
+            (false, NamingArg::Grpc) => Naming::Grpc,
             (false, NamingArg::Go) => Naming::GoGrpcPrometheus,
         }
     }

@@ -149,6 +149,10 @@ pub(crate) struct Group {
     listen: String,
     /// Warnings already given, so that each is given once.
     warned: Mutex<HashSet<String>>,
+    /// Serializes this process' publishes (the periodic one and the one at each scrape), so
+    /// that snapshots reach the disk in the order they were taken: what the group serves
+    /// never goes back.
+    publishing: Mutex<()>,
 }
 
 impl fmt::Debug for Group {
@@ -180,6 +184,7 @@ impl Group {
             group,
             listen: listen.to_string(),
             warned: Mutex::default(),
+            publishing: Mutex::default(),
         };
         group.publish(false)?;
         Ok(group)
@@ -211,7 +216,17 @@ impl Group {
 
     /// Writes this process' snapshot (`exited` on a clean shutdown).
     pub fn publish(&self, exited: bool) -> std::io::Result<()> {
-        self.member.publish(&self.snapshot_file(self.local.snapshot(), exited))
+        self.publish_snapshot(exited).map(drop)
+    }
+
+    /// Takes this process' snapshot and writes it, in order with any other publish of this
+    /// process; returns the families written.
+    fn publish_snapshot(&self, exited: bool) -> std::io::Result<Vec<MetricFamily>> {
+        let _order = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let own = self.local.snapshot();
+        let file = self.snapshot_file(own, exited);
+        self.member.publish(&file)?;
+        Ok(file.families)
     }
 
     /// [`publish`](Self::publish), warning (once per kind of failure) instead of failing.
@@ -259,8 +274,11 @@ impl Group {
     /// The sum over the group, this process included (published first, so that what is
     /// served is what is on disk, and a takeover after this process dies serves no less).
     pub fn collect(&self) -> Vec<MetricFamily> {
-        let own = self.local.snapshot();
-        let published = self.member.publish(&self.snapshot_file(own.clone(), false));
+        let published = self.publish_snapshot(false);
+        let own = match &published {
+            Ok(families) => families.clone(),
+            Err(_) => self.local.snapshot(),
+        };
         let reading = match self.member.read_all() {
             Ok(reading) => reading,
             Err(error) => {
@@ -277,6 +295,9 @@ impl Group {
         let mut listens: HashMap<String, u32> = HashMap::new();
         for entry in reading.members {
             match entry.snapshot {
+                // This process counts once, from what it just published (or, if that
+                // failed, from memory), never also from an older file of its own.
+                Ok(snapshot) if snapshot.instance == self.member.instance && snapshot.pid == self.member.pid => {}
                 Ok(snapshot) if snapshot.group == self.group => {
                     if entry.alive && !snapshot.listen.is_empty() {
                         listens.insert(snapshot.listen.clone(), snapshot.pid);
@@ -315,8 +336,6 @@ impl Group {
                 )
             });
         }
-        // If this process could not publish, count it from memory rather than not at all.
-        let own_on_disk = published.is_ok() && snapshots.iter().any(|(_, s)| s.instance == self.member.instance);
         let mut contributions: Vec<Contribution<'_>> = Vec::new();
         if let Some(archive) = &reading.archive {
             contributions.push(Contribution { pid: 0, alive: false, families: &archive.families });
@@ -324,9 +343,7 @@ impl Group {
         for (alive, snapshot) in &snapshots {
             contributions.push(Contribution { pid: snapshot.pid, alive: *alive, families: &snapshot.families });
         }
-        if !own_on_disk {
-            contributions.push(Contribution { pid: self.member.pid, alive: true, families: &own });
-        }
+        contributions.push(Contribution { pid: self.member.pid, alive: true, families: &own });
         let (families, conflicts) = merge::merge(&contributions, |name| self.gauges.of(name));
         for name in conflicts.types {
             self.warn_once(format!("type:{name}"), || {
