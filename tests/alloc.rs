@@ -357,8 +357,9 @@ fn retained_bytes<R: metrics::Recorder + Send + Sync + 'static>(
 
 /// Memory per registered method, from the difference between 1,100 and 100 methods (so
 /// that fixed costs cancel out): the layer's own (method table, labels, handles; with a
-/// no-op recorder) and with the series the Prometheus recorder keeps for each method
-/// (three counters, `handled` for `OK`, and the histogram).
+/// no-op recorder), and with the series this crate's exporter keeps for each method (the
+/// three counters, `handled` at zero for all 17 codes, and the histogram); and the size of
+/// `/metrics` at 1,000 methods.
 #[test]
 fn memory_per_registered_method_is_bounded() {
     const SMALL: usize = 100;
@@ -371,10 +372,24 @@ fn memory_per_registered_method_is_bounded() {
 
     #[cfg(feature = "exporter")]
     {
-        let with_prometheus = per_method(&|n| {
-            retained_bytes(n, || metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder()).0
-        });
-        println!("bytes per registered method, layer and Prometheus recorder series: {with_prometheus}");
-        assert!(with_prometheus < 16_384, "{with_prometheus} bytes per method with the Prometheus recorder");
+        let exporter = || tonic_metrics::PrometheusExporter::new().build_recorder().unwrap();
+        let with_series = per_method(&|n| retained_bytes(n, exporter).0);
+        println!("bytes per registered method, layer and the exporter's series (17 handled codes): {with_series}");
+        assert!(with_series < 12_288, "{with_series} bytes per method with the exporter's series");
+
+        // `/metrics` at 1,000 methods, every series at zero as a registry creates them.
+        let recorder = exporter();
+        let handle = recorder.handle();
+        let _service =
+            ServerMetricsLayer::new().with_registry(registry_of(1_000)).with_recorder(recorder).layer(GrpcEcho::UNARY);
+        let text = handle.render();
+        let lines = text.lines().filter(|line| !line.starts_with('#') && !line.is_empty()).count();
+        let mut gzipped = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gzipped, text.as_bytes()).unwrap();
+        let gzipped = gzipped.finish().unwrap().len();
+        println!("/metrics at 1,000 methods: {} bytes, {lines} series, {gzipped} bytes gzipped", text.len());
+        // 3 counters + 17 handled + 11 buckets, +Inf, _sum and _count per method.
+        assert_eq!(lines, 1_000 * (3 + 17 + 14));
+        assert!(text.len() < 6_000_000 && gzipped * 10 < text.len(), "{} bytes, {gzipped} gzipped", text.len());
     }
 }

@@ -120,11 +120,14 @@ impl MethodInstruments {
     /// The instruments of a named method (`None`: the method the layer will not name);
     /// `registered` for a method of the registry.
     pub(crate) fn new(binder: Arc<Binder>, kind: GrpcType, name: Option<(&str, &str)>, registered: bool) -> Self {
+        // Each name is allocated once and shared by every series of the method (up to 20
+        // keys): a key's labels are then reference counts, not copies.
+        let shared = |text: &str| SharedString::from_shared(Arc::<str>::from(text));
         let labels: Box<[Label]> = match (binder.naming(), name) {
             (Naming::GoGrpcPrometheus, Some((service, method))) => Box::new([
                 Label::from_static_parts(LABEL_TYPE, kind.as_str()),
-                Label::new(LABEL_SERVICE, service.to_owned()),
-                Label::new(LABEL_METHOD, method.to_owned()),
+                Label::new(LABEL_SERVICE, shared(service)),
+                Label::new(LABEL_METHOD, shared(method)),
             ]),
             (Naming::GoGrpcPrometheus, None) => Box::new([
                 Label::from_static_parts(LABEL_TYPE, kind.as_str()),
@@ -134,12 +137,12 @@ impl MethodInstruments {
             (Naming::OpenTelemetry, name) => Box::new([
                 Label::from_static_parts(OTEL_ATTR_SYSTEM_NAME, "grpc"),
                 match name {
-                    Some((service, method)) => Label::new(OTEL_ATTR_METHOD, format!("{service}/{method}")),
+                    Some((service, method)) => Label::new(OTEL_ATTR_METHOD, shared(&format!("{service}/{method}"))),
                     None => Label::from_static_parts(OTEL_ATTR_METHOD, OTEL_OTHER_METHOD),
                 },
             ]),
             (Naming::Grpc, name) => Box::new([match name {
-                Some((service, method)) => Label::new(GRPC_ATTR_METHOD, format!("{service}/{method}")),
+                Some((service, method)) => Label::new(GRPC_ATTR_METHOD, shared(&format!("{service}/{method}"))),
                 None => Label::from_static_parts(GRPC_ATTR_METHOD, GRPC_OTHER_METHOD),
             }]),
         };

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use metrics::{Counter, Histogram, Key};
+use metrics::{Counter, CounterFn, Histogram, HistogramFn, Key};
 
 pub(crate) use self::native::NativeLayout;
 use self::{counter::CounterCell, histogram::HistogramCell};
@@ -53,8 +53,9 @@ struct Idle {
 
 #[derive(Debug)]
 enum Cell {
-    Counter(Arc<CounterCell>),
-    Histogram(Arc<HistogramCell>),
+    Counter(CounterCell),
+    // Boxed: counters, most of the series, stay small.
+    Histogram(Box<HistogramCell>),
 }
 
 impl Cell {
@@ -67,12 +68,34 @@ impl Cell {
     }
 }
 
+/// One series: its storage and idle state, in one allocation (the handle the layer keeps
+/// is an `Arc` of it). Its labels are read from its key when a scrape asks.
 #[derive(Debug)]
 struct Series {
-    /// Global labels then the key's, in order, names made valid for Prometheus.
-    labels: Vec<LabelPair>,
     cell: Cell,
     idle: Mutex<Idle>,
+}
+
+impl CounterFn for Series {
+    fn increment(&self, value: u64) {
+        if let Cell::Counter(cell) = &self.cell {
+            cell.increment(value);
+        }
+    }
+
+    fn absolute(&self, value: u64) {
+        if let Cell::Counter(cell) = &self.cell {
+            cell.absolute(value);
+        }
+    }
+}
+
+impl HistogramFn for Series {
+    fn record(&self, value: f64) {
+        if let Cell::Histogram(cell) = &self.cell {
+            cell.record(value);
+        }
+    }
 }
 
 impl Series {
@@ -91,8 +114,8 @@ impl Series {
         }
     }
 
-    fn to_model(&self) -> model::Metric {
-        let mut metric = model::Metric { label: self.labels.clone(), ..model::Metric::default() };
+    fn to_model(&self, label: Vec<LabelPair>) -> model::Metric {
+        let mut metric = model::Metric { label, ..model::Metric::default() };
         match &self.cell {
             #[allow(clippy::cast_precision_loss)]
             Cell::Counter(cell) => {
@@ -131,18 +154,12 @@ impl Store {
 
     /// The counter of `key`, if its family is one of this crate's counters.
     pub fn counter(&self, key: &Key) -> Option<Counter> {
-        match &self.series(key, FamilyKind::Counter)?.cell {
-            Cell::Counter(cell) => Some(Counter::from_arc(cell.clone())),
-            Cell::Histogram(_) => None,
-        }
+        Some(Counter::from_arc(self.series(key, FamilyKind::Counter)?))
     }
 
     /// The histogram of `key`, if its family is one of this crate's histograms.
     pub fn histogram(&self, key: &Key) -> Option<Histogram> {
-        match &self.series(key, FamilyKind::Histogram)?.cell {
-            Cell::Histogram(cell) => Some(Histogram::from_arc(cell.clone())),
-            Cell::Counter(_) => None,
-        }
+        Some(Histogram::from_arc(self.series(key, FamilyKind::Histogram)?))
     }
 
     fn series(&self, key: &Key, kind: FamilyKind) -> Option<Arc<Series>> {
@@ -154,14 +171,13 @@ impl Store {
         let family = families.entry(info.name).or_insert_with(|| self.new_family(info));
         let series = family.series.entry(key.clone()).or_insert_with(|| {
             let cell = match kind {
-                FamilyKind::Counter => Cell::Counter(Arc::default()),
+                FamilyKind::Counter => Cell::Counter(CounterCell::default()),
                 FamilyKind::Histogram => {
                     let takes_exemplars = matches!(info.measure, Measure::Latency);
-                    Cell::Histogram(Arc::new(HistogramCell::new(family.bounds.clone(), family.native, takes_exemplars)))
+                    Cell::Histogram(Box::new(HistogramCell::new(family.bounds.clone(), family.native, takes_exemplars)))
                 }
             };
-            let labels = merge_labels(&self.config.global_labels, key);
-            Arc::new(Series { labels, cell, idle: Mutex::new(Idle { last_value: 0, last_change: None }) })
+            Arc::new(Series { cell, idle: Mutex::new(Idle { last_value: 0, last_change: None }) })
         });
         Some(series.clone())
     }
@@ -195,12 +211,16 @@ impl Store {
         let now = Instant::now();
         let mut out = Vec::new();
         for family in self.read().values() {
-            let mut series: Vec<&Arc<Series>> =
-                family.series.values().filter(|series| series.visible(now, self.config.idle_timeout)).collect();
+            let mut series: Vec<(Vec<LabelPair>, &Arc<Series>)> = family
+                .series
+                .iter()
+                .filter(|(_, series)| series.visible(now, self.config.idle_timeout))
+                .map(|(key, series)| (merge_labels(&self.config.global_labels, key), series))
+                .collect();
             if series.is_empty() {
                 continue;
             }
-            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            series.sort_by(|a, b| a.0.cmp(&b.0));
             let info = family.info;
             out.push(MetricFamily {
                 name: Some(info.exposition.to_owned()),
@@ -209,7 +229,7 @@ impl Store {
                     FamilyKind::Counter => MetricType::Counter,
                     FamilyKind::Histogram => MetricType::Histogram,
                 } as i32),
-                metric: series.iter().map(|series| series.to_model()).collect(),
+                metric: series.into_iter().map(|(labels, series)| series.to_model(labels)).collect(),
                 unit: info.unit.map(|unit| unit.as_str().to_owned()),
             });
         }
@@ -291,43 +311,30 @@ mod tests {
 
     #[test]
     fn idle_series_hide_and_come_back_with_their_totals() {
-        let store = Store::new(StoreConfig { idle_timeout: Some(Duration::from_secs(2)), ..StoreConfig::default() });
+        let timeout = Some(Duration::from_secs(2));
+        let store = Store::new(StoreConfig { idle_timeout: timeout, ..StoreConfig::default() });
         let used = store.counter(&key(SERVER_HANDLED, &[("grpc_code", "OK")])).unwrap();
         let _zero = store.counter(&key(SERVER_HANDLED, &[("grpc_code", "Internal")])).unwrap();
         used.increment(1);
         let start = Instant::now();
         store.run_upkeep(start);
+        // Seen by an upkeep 3 s later: the used series is idle, the zero series never updated.
         let later = start + Duration::from_secs(3);
-        store.run_upkeep(later);
-        let visible = |store: &Store| {
-            store
-                .snapshot()
-                .iter()
-                .flat_map(|f| f.metric.clone())
-                .map(|m| m.label[0].value.clone().unwrap())
-                .collect::<Vec<_>>()
+        let shown = |now: Instant| -> Vec<(String, bool)> {
+            let families = store.read();
+            let mut shown: Vec<_> = families
+                .values()
+                .flat_map(|f| f.series.iter())
+                .map(|(key, s)| (key.labels().next().unwrap().value().to_owned(), s.visible(now, timeout)))
+                .collect();
+            shown.sort();
+            shown
         };
-        // The used series is idle, hidden; the never-updated zero series stays.
-        let families = store.read();
-        let series: Vec<_> = families.values().flat_map(|f| f.series.values()).collect();
-        let shown: Vec<_> = series
-            .iter()
-            .map(|s| (s.labels[0].value.clone().unwrap(), s.visible(later, Some(Duration::from_secs(2)))))
-            .collect();
-        drop(families);
-        assert!(
-            shown.contains(&("OK".to_owned(), false)) && shown.contains(&("Internal".to_owned(), true)),
-            "{shown:?}"
-        );
+        assert_eq!(shown(later), [("Internal".to_owned(), true), ("OK".to_owned(), false)]);
         used.increment(1);
-        assert!(visible(&store).contains(&"OK".to_owned()));
-        let total = store.snapshot()[0]
-            .metric
-            .iter()
-            .find(|m| m.label[0].value.as_deref() == Some("OK"))
-            .unwrap()
-            .counter
-            .clone();
-        assert_eq!(total.unwrap().value, Some(2.0), "the running total, not a restart from zero");
+        assert_eq!(shown(later), [("Internal".to_owned(), true), ("OK".to_owned(), true)]);
+        let families = store.snapshot();
+        let ok = families[0].metric.iter().find(|m| m.label[0].value.as_deref() == Some("OK")).unwrap();
+        assert_eq!(ok.counter.as_ref().unwrap().value, Some(2.0), "the running total, not a restart from zero");
     }
 }
