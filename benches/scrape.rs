@@ -1,16 +1,17 @@
-//! What a `/metrics` scrape costs: rendering the Prometheus text for 100, 1,000 and
-//! 10,000 registered methods.
+//! What a `/metrics` scrape costs: rendering 100, 1,000 and 10,000 registered methods in
+//! each format, and gzipping it.
 //!
 //! ```text
 //! cargo bench --bench scrape
 //! ```
 //!
 //! Each method's series are created at zero by the registry (as a real server's are) and
-//! then get one call, so every method renders its three counters, its `handled` series
-//! for `OK`, and a histogram with the default 11 buckets, `_sum` and `_count`. The time
-//! is that of `PrometheusHandle::render`, what the exporter's listener runs per scrape;
-//! criterion's throughput is per registered method. The size of each rendering is
-//! printed once to stderr.
+//! then get one call, so every method renders its three counters, `handled` for all 17
+//! codes, and a histogram with the default 11 buckets, `_sum` and `_count`. The times are
+//! those of `MetricsHandle::render_as` (snapshot and encode), what the exporter's listener
+//! runs per scrape on its blocking pool, and of gzipping the text; criterion's throughput
+//! is per registered method. The size of each rendering, plain and gzipped, is printed
+//! once to stderr.
 
 use std::{
     hint::black_box,
@@ -24,8 +25,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use http::{Request, Uri};
 use http_body::Body;
 use http_body_util::Full;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use tonic_metrics::{GrpcType, MethodRegistry, ServerMetricsLayer, names::DEFAULT_BUCKETS};
+use tonic_metrics::{GrpcType, MethodRegistry, PrometheusExporter, ServerMetricsLayer, exporter::Format};
 use tower::{Layer, Service, service_fn};
 
 /// One gRPC message on the wire: flag byte, 4-byte length, payload.
@@ -34,10 +34,7 @@ const FRAME: &[u8] = b"\0\0\0\0\x05hello";
 fn scrape(c: &mut Criterion) {
     let mut group = c.benchmark_group("scrape");
     for count in [100, 1_000, 10_000] {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), DEFAULT_BUCKETS)
-            .expect("valid buckets")
-            .build_recorder();
+        let recorder = PrometheusExporter::new().build_recorder().expect("a valid configuration");
         let handle = recorder.handle();
         let mut registry = MethodRegistry::new();
         let mut paths = Vec::with_capacity(count);
@@ -62,12 +59,32 @@ fn scrape(c: &mut Criterion) {
             while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx) {}
         }
         handle.run_upkeep();
-        let text = handle.render();
-        eprintln!("scrape of {count} methods: {} lines, {} bytes", text.lines().count(), text.len());
         group.throughput(Throughput::Elements(count as u64));
-        group.bench_function(BenchmarkId::from_parameter(count), |b| b.iter(|| black_box(handle.render())));
+        for (name, format) in
+            [("text", Format::Text), ("openmetrics", Format::OpenMetrics), ("protobuf", Format::Protobuf)]
+        {
+            let body = handle.render_as(format);
+            let zipped = gzip(&body);
+            eprintln!(
+                "scrape of {count} methods, {name}: {} bytes, {} gzipped ({:.1}%)",
+                body.len(),
+                zipped.len(),
+                100.0 * zipped.len() as f64 / body.len() as f64
+            );
+            group.bench_function(BenchmarkId::new(name, count), |b| b.iter(|| black_box(handle.render_as(format))));
+        }
+        let text = handle.render_as(Format::Text);
+        group.bench_function(BenchmarkId::new("gzip-text", count), |b| b.iter(|| black_box(gzip(&text))));
     }
     group.finish();
+}
+
+/// gzip as the exporter does it (the fastest level).
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(body).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
 }
 
 fn main() {

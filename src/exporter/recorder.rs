@@ -135,8 +135,11 @@ impl MetricsHandle {
                 .find(|(metric, unit)| sanitized(metric) == name && name.ends_with(&format!("_{unit}")))
                 .map(|(_, unit)| (*unit).to_owned());
         }
+        // The store's families come sorted; only the application's need it. Names never
+        // clash (this crate's names go to the store), so ordering the families is enough.
+        exposition::sort(&mut app);
         families.extend(app);
-        exposition::sort(&mut families);
+        families.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.r#type.cmp(&b.r#type)));
         families
     }
 

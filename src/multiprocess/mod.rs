@@ -19,6 +19,18 @@
 //! # drop(metrics); }
 //! ```
 //!
+//! As a function returning the configured exporter (the README's example):
+//!
+//! ```
+//! use tonic_metrics::{PrometheusExporter, multiprocess::MultiProcess};
+//!
+//! fn exporter() -> PrometheusExporter {
+//!     PrometheusExporter::for_grpc_addr("0.0.0.0:50051".parse().unwrap())
+//!         .with_multiprocess(MultiProcess::new("/run/my-service/metrics"))
+//! }
+//! # drop(exporter());
+//! ```
+//!
 //! # How it works, and what a crash can lose
 //!
 //! - Each process records as it always does (same hot path, same cost per RPC) and writes

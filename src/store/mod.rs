@@ -101,6 +101,10 @@ impl HistogramFn for Series {
 impl Series {
     /// Whether the series shows now, updating its idle state.
     fn visible(&self, now: Instant, timeout: Option<Duration>) -> bool {
+        // Without an idle timeout every series shows: no need to track anything.
+        if timeout.is_none() {
+            return true;
+        }
         let progress = self.cell.progress();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if progress != idle.last_value {
@@ -211,16 +215,15 @@ impl Store {
         let now = Instant::now();
         let mut out = Vec::new();
         for family in self.read().values() {
-            let mut series: Vec<(Vec<LabelPair>, &Arc<Series>)> = family
-                .series
-                .iter()
-                .filter(|(_, series)| series.visible(now, self.config.idle_timeout))
-                .map(|(key, series)| (merge_labels(&self.config.global_labels, key), series))
-                .collect();
+            // Sorted on the keys' borrowed labels before any string is copied out.
+            let mut series: Vec<(&Key, &Arc<Series>)> =
+                family.series.iter().filter(|(_, series)| series.visible(now, self.config.idle_timeout)).collect();
             if series.is_empty() {
                 continue;
             }
-            series.sort_by(|a, b| a.0.cmp(&b.0));
+            series.sort_by(|(a, _), (b, _)| {
+                a.labels().map(|l| (l.key(), l.value())).cmp(b.labels().map(|l| (l.key(), l.value())))
+            });
             let info = family.info;
             out.push(MetricFamily {
                 name: Some(info.exposition.to_owned()),
@@ -229,7 +232,10 @@ impl Store {
                     FamilyKind::Counter => MetricType::Counter,
                     FamilyKind::Histogram => MetricType::Histogram,
                 } as i32),
-                metric: series.into_iter().map(|(labels, series)| series.to_model(labels)).collect(),
+                metric: series
+                    .into_iter()
+                    .map(|(key, series)| series.to_model(merge_labels(&self.config.global_labels, key)))
+                    .collect(),
                 unit: info.unit.map(|unit| unit.as_str().to_owned()),
             });
         }
@@ -256,6 +262,11 @@ fn merge_labels(global: &[(String, String)], key: &Key) -> Vec<LabelPair> {
 /// `[a-zA-Z_][a-zA-Z0-9_]*`: anything else becomes `_`, as OpenTelemetry's Prometheus
 /// exporter and `metrics-exporter-prometheus` translate names.
 pub(crate) fn sanitize_label_name(name: &str) -> String {
+    let valid = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        return name.to_owned();
+    }
     let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
