@@ -120,6 +120,9 @@ venv="${A66_VENV:-$work/venv}"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" >"$work/venv.log" 2>&1 ||
         { cat "$work/venv.log" >&2; die "python3 -m venv $venv failed (Debian: apt-get install python3-venv)"; }
+    log "virtualenv created: $venv"
+else
+    log "virtualenv reused: $venv"
 fi
 pip_start="${EPOCHREALTIME//[.,]/}"
 # Bounded: 20 s per request, 2 retries, 5 minutes in all (the environment may say 180 s).
@@ -162,9 +165,10 @@ scrape() {
         { show_logs; die "cannot scrape $1 (OpenMetrics)"; }
 }
 # wait_calls URL N: the server at URL has recorded N ended calls (grpc-python hands its
-# stats over in batches every 0.5 s), within 10 s; then one more batch interval.
+# stats over in batches every 0.5 s), within 10 s; then one more batch interval. Not
+# fatal: if they never show up, the checks say what is there instead.
 wait_calls() {
-    python3 - "$1" "$2" <<'PY' || { show_logs; exit 1; }
+    python3 - "$1" "$2" <<'PY' || true
 import os, sys, time
 sys.path.insert(0, os.path.join(os.environ["A66_HERE"]))
 import official
@@ -177,7 +181,8 @@ while time.time() < deadline:
         time.sleep(1)
         sys.exit(0)
     time.sleep(0.2)
-sys.exit(f"a66-e2e: FAIL: {url} recorded {seen} ended calls, not {want}, within 10 s")
+print(f"a66-e2e: warning: {url} recorded {seen} ended calls in grpc_server_call_duration_seconds, "
+      f"not {want}, within 10 s", file=sys.stderr)
 PY
 }
 export A66_HERE="$here"
@@ -204,7 +209,7 @@ scrape "$rs_metrics" rs-server-before
 
 # --- 1. The official client: against the official server, then against the crate's.
 # It scrapes its own endpoint before and after the mix (--dump: NAME-{before,after}.txt
-# and .openmetrics.txt), 2 s after its last call.
+# and .openmetrics.txt), once its own /metrics counts all 13 calls, plus a second.
 official_client() { # target name
     timeout 60 "$py" "$official" --target "$1" --metrics-port 0 --buckets a66 --dump "$work" --dump-name "$2" \
         >"$work/$2.out" 2>"$work/$2.log" || { show_logs; die "the official client against $1 failed"; }
@@ -231,6 +236,11 @@ ready_line "$work/rs-client.out" '^TRAFFIC DONE' >/dev/null
 grep -m1 '^{' "$work/rs-client.out" >"$work/rs-client.calls.json" || die "the crate's client printed no call summary"
 scrape "$rs_client_metrics" rs-client
 kill -TERM "$rs_client" 2>/dev/null || true
+for _ in $(seq 50); do
+    kill -0 "$rs_client" 2>/dev/null || break
+    sleep 0.1
+done
+kill -KILL "$rs_client" 2>/dev/null || true
 rs_client_status=0
 wait "$rs_client" || rs_client_status=$?
 printf '%s\n' "$rs_client_status" >"$work/rs-client.status"
@@ -397,7 +407,7 @@ for name, side in (("py-server-before", official_side), ("rs-server-before", cra
         families = sorted(side(name + fmt))
         if families:
             problems.append(f"{name}{fmt}: {families}")
-check("no series before the first call", problems, "neither server exposes a grpc_* family (nor the crate any family) before traffic")
+check("no series before the first call", problems, "grpc_* families on the official server, any family on the crate's, before traffic: none expected")
 
 # 3-4. Server side: the official client's mix to the official server and to the crate's.
 for fmt, label in ((".txt", "text"), (".om.txt", "OpenMetrics")):
@@ -409,7 +419,7 @@ for fmt, label in ((".txt", "text"), (".om.txt", "OpenMetrics")):
     problems += official.diff(expected, actual)
     moved = seen.get("grpc_server_call_duration_seconds", (None, None))
     check(f"server ({label})", problems,
-          f"{len(actual)} families, {series_count(actual)} series equal to grpc-python's once its deadline-cut "
+          f"the crate's {len(actual)} families, {series_count(actual)} series vs grpc-python's, whose deadline-cut "
           f"call is moved OK -> DEADLINE_EXCEEDED (grpc-python: UnaryEcho OK {moved[0]}, DEADLINE_EXCEEDED {moved[1]})")
 
 # 5-6. Client side: the official client and the crate's, each against the official server.
@@ -421,8 +431,8 @@ for fmt, py_fmt, label in ((".txt", ".txt", "text"), (".om.txt", ".openmetrics.t
     problems = official.diff(expected, drop_family(actual, CALL_DURATION))
     targets = sorted({s["labels"].get("grpc_target") for f in actual.values() for s in f["series"]})
     check(f"client ({label})", problems,
-          f"{len(actual) - (CALL_DURATION in actual)} families, {series_count(drop_family(actual, CALL_DURATION))} "
-          f"series equal to grpc-python's (grpc_target {targets}), {CALL_DURATION} aside")
+          f"the crate's {len(actual) - (CALL_DURATION in actual)} families, {series_count(drop_family(actual, CALL_DURATION))} "
+          f"series vs grpc-python's (grpc_target {targets}), {CALL_DURATION} aside")
 
 # 7. grpc.client.call.duration: the crate's only, shaped and counted as the attempt duration.
 problems = []
@@ -455,13 +465,13 @@ same_target = {"grpc_target": "TARGET"}
 expected = official_side("py-client-py-server-after.txt", same_target)
 actual = official_side("py-client-rs-server-after.txt", same_target)
 check("official client, both servers", official.diff(expected, actual),
-      f"the official client's own metrics are the same against either server ({series_count(actual)} series)")
+      f"the official client's own metrics against the crate's server vs against the official one ({series_count(actual)} series)")
 
 # 9. The harness: the official server sees the same from both clients.
 first = subtract(official_side("py-server-after.txt"), official_side("py-server-before.txt"))
 second = subtract(official_side("py-server-after-rs-client.txt"), official_side("py-server-after.txt"))
 check("official server, both clients", official.diff(first, second),
-      f"the official server records the same for the crate's client's mix as for the official client's ({series_count(second)} series)")
+      f"what the official server records for the crate's client's mix vs for the official client's ({series_count(second)} series)")
 
 # Not a check: `le` is compared as a number (its spelling is each exporter's float
 # formatting); say how it is spelled on each side.

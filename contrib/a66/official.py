@@ -483,6 +483,22 @@ def run_traffic(target: str) -> list:
     return results
 
 
+def wait_recorded(metrics_url: str, family: str, calls: int, seconds: float) -> bool:
+    """Waits until the histogram `family` at `metrics_url` has counted `calls` observations
+    (grpc-python hands its stats to OpenTelemetry in batches, every 0.5 s by default)."""
+    deadline = time.time() + seconds
+    while True:
+        series = normalize(fetch(metrics_url)).get(family, {"series": []})["series"]
+        seen = sum(s.get("count", 0) for s in series)
+        if seen >= calls:
+            return True
+        if time.time() > deadline:
+            print(f"warning: {metrics_url} counts {seen} of {calls} calls in {family} after {seconds} s",
+                  file=sys.stderr, flush=True)
+            return False
+        time.sleep(0.1)
+
+
 def dump(metrics_url: str, directory: str, name: str) -> None:
     os.makedirs(directory, exist_ok=True)
     text = fetch(metrics_url)
@@ -510,8 +526,9 @@ def main() -> int:
     ap.add_argument("--gen-dir", default=os.environ.get("A66_GEN_DIR"),
                     help="where the stubs are generated (default: $A66_GEN_DIR, else a temporary directory)")
     ap.add_argument("--stubs", action="store_true", help="generate the stubs into --gen-dir and exit")
-    ap.add_argument("--settle", type=float, default=2.0,
-                    help="seconds to wait after the traffic for grpc's 0.5 s stats batches")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="after the traffic, once the client's own /metrics counts every call (at most "
+                         "10 s), wait this many more seconds for grpc's 0.5 s stats batches")
     ap.add_argument("--dump", metavar="DIR", help="client: scrape own metrics before and after "
                     "the traffic into DIR/<dump-name>-{before,after}{.txt,.openmetrics.txt,.json,.stable.json}")
     ap.add_argument("--dump-name", default="metrics")
@@ -582,6 +599,8 @@ def main() -> int:
         if args.dump and metrics_url:
             dump(metrics_url, args.dump, args.dump_name + "-before")
         results = run_traffic(args.target)
+        if metrics_url:
+            wait_recorded(metrics_url, "grpc_client_attempt_duration_seconds", len(results), 10.0)
         time.sleep(args.settle)
         bad = [r for r in results if r["code"] != r["expected"]]
         print(json.dumps({"target": args.target, "calls": results, "unexpected": len(bad)}),

@@ -192,7 +192,7 @@ impl PrometheusExporter {
     /// by at most about 4.4%), zero threshold 2^-20 s (about 1 µs), top bucket ending at
     /// 2^12 s (about 68 minutes; longer calls count there), so at most 256 buckets per
     /// series. Memory grows by 64 bytes per power of two observed in a series (8 atomic
-    /// counters), plus 512 bytes of block pointers.
+    /// counters), plus 768 bytes of block slots.
     pub fn with_native_histograms(self) -> Self {
         self.with_native_histogram_schema(DEFAULT_NATIVE_SCHEMA)
     }
@@ -342,7 +342,10 @@ impl PrometheusExporter {
                 let _entered = runtime.enter();
                 TcpListener::from_std(listener)
             });
-        let group = multiprocess.as_ref().and_then(|config| match Group::join(config, recorder.handle(), addr) {
+        // The group records where its members serve: the bound address (a real port even
+        // when port 0 was asked for), or, standing by, the address waited for.
+        let serves_on = bound.as_ref().ok().and_then(|listener| listener.local_addr().ok()).unwrap_or(addr);
+        let group = multiprocess.as_ref().and_then(|config| match Group::join(config, recorder.handle(), serves_on) {
             Ok(group) => Some(Arc::new(group)),
             Err(error) => {
                 tracing::warn!(

@@ -165,6 +165,12 @@ pub(crate) struct Group {
     /// that snapshots reach the disk in the order they were taken: what the group serves
     /// never goes back.
     publishing: Mutex<()>,
+    /// The largest total served so far of each float that only grows (counter values,
+    /// histogram sums), by series. The sum over the group adds floats in an order that
+    /// folding dead processes into the archive changes, and floats round differently in
+    /// another order: a served total must never go down by that rounding, or `rate()`
+    /// reads a reset.
+    served: Mutex<HashMap<u64, f64>>,
 }
 
 impl fmt::Debug for Group {
@@ -197,6 +203,7 @@ impl Group {
             listen: listen.to_string(),
             warned: Mutex::default(),
             publishing: Mutex::default(),
+            served: Mutex::default(),
         };
         group.publish(false)?;
         Ok(group)
@@ -283,6 +290,33 @@ impl Group {
         }
     }
 
+    /// Raises every counter value and histogram sum to at least what was served before.
+    fn never_below_served(&self, families: &mut [MetricFamily]) {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut served = self.served.lock().unwrap_or_else(PoisonError::into_inner);
+        for family in families.iter_mut() {
+            for metric in &mut family.metric {
+                let value = match (&mut metric.counter, &mut metric.histogram) {
+                    (Some(counter), _) => counter.value.as_mut(),
+                    (None, Some(histogram)) => histogram.sample_sum.as_mut(),
+                    (None, None) => None,
+                };
+                let Some(value) = value else { continue };
+                let mut hasher = DefaultHasher::new();
+                family.name.hash(&mut hasher);
+                for label in &metric.label {
+                    (&label.name, &label.value).hash(&mut hasher);
+                }
+                let highest = served.entry(hasher.finish()).or_insert(*value);
+                if *value < *highest {
+                    *value = *highest;
+                } else {
+                    *highest = *value;
+                }
+            }
+        }
+    }
+
     /// The sum over the group, this process included (published first, so that what is
     /// served is what is on disk, and a takeover after this process dies serves no less).
     pub fn collect(&self) -> Vec<MetricFamily> {
@@ -356,7 +390,8 @@ impl Group {
             contributions.push(Contribution { pid: snapshot.pid, alive: *alive, families: &snapshot.families });
         }
         contributions.push(Contribution { pid: self.member.pid, alive: true, families: &own });
-        let (families, conflicts) = merge::merge(&contributions, |name| self.gauges.of(name));
+        let (mut families, conflicts) = merge::merge(&contributions, |name| self.gauges.of(name));
+        self.never_below_served(&mut families);
         for name in conflicts.types {
             self.warn_once(format!("type:{name}"), || {
                 format!("{name} has different types in different processes: kept the first")

@@ -12,17 +12,19 @@ pub(crate) struct CounterCell {
 
 impl CounterCell {
     pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
+        // Acquire, paired with the Release of the updates: see `Store::snapshot` on why the
+        // order in which a snapshot reads its families matters.
+        self.value.load(Ordering::Acquire)
     }
 }
 
 impl CounterFn for CounterCell {
     fn increment(&self, value: u64) {
-        self.value.fetch_add(value, Ordering::Relaxed);
+        self.value.fetch_add(value, Ordering::Release);
     }
 
     fn absolute(&self, value: u64) {
         // A counter never goes down, whatever a caller asks.
-        self.value.fetch_max(value, Ordering::Relaxed);
+        self.value.fetch_max(value, Ordering::Release);
     }
 }

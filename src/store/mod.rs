@@ -211,10 +211,19 @@ impl Store {
 
     /// Every family with at least one series showing, by exposed name, each with its
     /// series in label order.
+    ///
+    /// Families are read in the reverse of the order a call updates them (it counts
+    /// `started`, then its messages, then `handled`, then observes the histograms), so that
+    /// a snapshot taken while calls run never shows more observations than `handled`, nor
+    /// more `handled` than `started`. A live process' next snapshot would catch up anyway;
+    /// a process killed right after this one (multi-process mode) keeps it for good.
     pub fn snapshot(&self) -> Vec<MetricFamily> {
         let now = Instant::now();
         let mut out = Vec::new();
-        for family in self.read().values() {
+        let families = self.read();
+        let mut in_read_order: Vec<&FamilyStore> = families.values().collect();
+        in_read_order.sort_by_key(|family| read_rank(family.info));
+        for family in in_read_order {
             // Sorted on the keys' borrowed labels before any string is copied out.
             let mut series: Vec<(&Key, &Arc<Series>)> =
                 family.series.iter().filter(|(_, series)| series.visible(now, self.config.idle_timeout)).collect();
@@ -241,6 +250,17 @@ impl Store {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+}
+
+/// When a snapshot reads a family: histograms (observed last by a call) first, then
+/// `handled`, then the message counters, then `started` (counted first).
+fn read_rank(info: &FamilyInfo) -> u8 {
+    match info.kind {
+        FamilyKind::Histogram => 0,
+        FamilyKind::Counter if info.name.contains("handled") => 1,
+        FamilyKind::Counter if info.name.contains("started") => 3,
+        FamilyKind::Counter => 2,
     }
 }
 
