@@ -490,10 +490,10 @@ loadgen() {
     timeout 30 "$bin/loadgen" --target "$grpc" --concurrency 1 --threads 1 --json "$@" \
         2>>"$work/loadgen.log" | tail -n 1
 }
-# The codes of a loadgen JSON line, e.g. {"OK":2}.
+# The codes of a loadgen JSON line, e.g. {"OK":1}.
 codes() { python3 -c 'import json, sys; print(json.dumps(json.loads(sys.stdin.read())["codes"], separators=(",", ":")))'; }
 
-# --- Phase 1: healthy. Two successful calls a second (5 ms each on the server).
+# --- Phase 1: healthy. One successful call a second (5 ms on the server).
 log "phase 1: $rounds s of successful UnaryEcho calls, one a second"
 ok_calls=0
 for round in $(seq "$rounds"); do

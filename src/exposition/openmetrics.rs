@@ -3,7 +3,8 @@
 //! Shape, per the specification: `# TYPE`, then `# UNIT` (only when the family has a unit
 //! and its name ends with `_<unit>`: strict parsers reject a mismatch), then `# HELP` with
 //! `\\`, `\n` and `\"` escaped; counters named without `_total` and sampled with it;
-//! histograms as `_bucket{le}` (canonical numbers: `1.0`, `1e-05`, `+Inf`), `_count`,
+//! histograms as `_bucket{le}` (`le` written as the text format writes it, `1`, `0.005`,
+//! `+Inf`, so that a bucket is one series whichever format Prometheus negotiates), `_count`,
 //! `_sum`; summaries as `quantile` samples, `_sum`, `_count`; untyped as `unknown`;
 //! exemplars after counter and bucket samples as ` # {labels} value timestamp` (seconds);
 //! `# EOF` at the end.
@@ -247,7 +248,7 @@ impl Line<'_> {
                 }
                 out.push_str(name);
                 out.push_str("=\"");
-                push_float(out, value);
+                push_label_float(out, value);
                 out.push('"');
             }
             out.push('}');
@@ -320,10 +321,26 @@ fn escape(s: &str, out: &mut String) {
     }
 }
 
+/// Writes an `le` or `quantile` label value as the text format writes it (`1`, `0.005`,
+/// `2.5`, `+Inf`), not in OpenMetrics' canonical form (`1.0`): the label value is the
+/// series' identity, and Prometheus 2 stores it as written, so a bucket must be the same
+/// series whichever format Prometheus negotiates. Dashboards and alerts written for Go
+/// services select buckets as Go's default text exposition writes them (`le="1"`), and
+/// keep working. Prometheus 3 normalizes both spellings on ingestion; the reference
+/// parsers accept both.
+fn push_label_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
 /// Writes a float in OpenMetrics' canonical form: Go's shortest `%g` (an exponent below
 /// 1e-4 and from 1e+06 on, at least two exponent digits), `.0` appended when there is
-/// neither a dot nor an exponent, and `NaN`, `+Inf`, `-Inf`. Required for `le` and
-/// `quantile`, where the string is the series' identity; used everywhere for one look.
+/// neither a dot nor an exponent, and `NaN`, `+Inf`, `-Inf`.
 pub(crate) fn push_float(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");

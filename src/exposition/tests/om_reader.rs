@@ -148,9 +148,11 @@ fn check_sample(family: &Family, sample: &Sample) -> Result<(), String> {
     if needs_reserved {
         let text = sample.label(reserved).ok_or("missing le/quantile")?;
         let v = parse_number(text).ok_or("le/quantile not a number")?;
-        let float_like = text.contains(['.', 'e']) || text == "+Inf" || text == "-Inf";
-        if v.is_nan() || !float_like || (v == f64::INFINITY && text != "+Inf") {
-            return Err(format!("le/quantile {text:?} not canonical"));
+        // The writer spells `le` and `quantile` as the text format does (see
+        // `push_label_float`), so that a bucket is one series in either format.
+        let expected = if v.is_infinite() { (if v > 0.0 { "+Inf" } else { "-Inf" }).to_owned() } else { v.to_string() };
+        if v.is_nan() || text != expected {
+            return Err(format!("le/quantile {text:?} not spelled as the text format spells it"));
         }
         if reserved == "quantile" && (!(0.0..=1.0).contains(&v) || sample.value < 0.0) {
             return Err("quantile out of range or negative".into());
