@@ -15,6 +15,7 @@ pub(crate) mod negotiate;
 pub(crate) mod openmetrics;
 pub(crate) mod parse;
 pub(crate) mod protobuf;
+pub(crate) mod sparse;
 pub(crate) mod text;
 
 #[cfg(test)]

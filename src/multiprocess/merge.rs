@@ -8,7 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::exposition::model::{self, BucketSpan, Exemplar, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use crate::exposition::{
+    model::{self, Exemplar, Histogram, LabelPair, Metric, MetricFamily, MetricType},
+    sparse,
+};
 
 /// How the gauges of the processes of a group combine into one value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -78,7 +81,7 @@ struct NativeAcc {
     schema: i32,
     zero_threshold: f64,
     zero: u64,
-    buckets: BTreeMap<i64, i64>,
+    buckets: BTreeMap<i64, u64>,
 }
 
 /// Sums `contributions` into one exposition, sorted by family name.
@@ -259,7 +262,7 @@ impl HistogramAcc {
         }
         if let Some(native) = &mut self.native {
             native.zero += h.zero_count.unwrap_or(0);
-            for (index, count) in decode_spans(&h.positive_span, &h.positive_delta) {
+            for (index, count) in sparse::decode(&h.positive_span, &h.positive_delta) {
                 *native.buckets.entry(index).or_default() += count;
             }
         }
@@ -289,7 +292,7 @@ impl HistogramAcc {
             h.schema = Some(native.schema);
             h.zero_threshold = Some(native.zero_threshold);
             h.zero_count = Some(native.zero);
-            let (spans, deltas) = encode_spans(&native.buckets);
+            let (spans, deltas) = sparse::encode(native.buckets);
             h.positive_span = spans;
             h.positive_delta = deltas;
             // Keep the latest exemplar per native bucket's neighbourhood bounded: the newest
@@ -301,50 +304,6 @@ impl HistogramAcc {
         }
         h
     }
-}
-
-/// Absolute counts by bucket index from spans and deltas: the first span's offset is its
-/// first index, each later span's offset the gap after the previous span.
-pub(crate) fn decode_spans(spans: &[BucketSpan], deltas: &[i64]) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    let (mut next, mut count) = (0i64, 0i64);
-    let mut deltas = deltas.iter();
-    for (i, span) in spans.iter().enumerate() {
-        let offset = i64::from(span.offset.unwrap_or(0));
-        let mut index = if i == 0 { offset } else { next + offset };
-        for _ in 0..span.length.unwrap_or(0) {
-            let Some(delta) = deltas.next() else { return out };
-            count += delta;
-            out.push((index, count));
-            index += 1;
-        }
-        next = index;
-    }
-    out
-}
-
-/// Spans and deltas for absolute counts by index (zero counts dropped).
-fn encode_spans(buckets: &BTreeMap<i64, i64>) -> (Vec<BucketSpan>, Vec<i64>) {
-    let mut spans: Vec<BucketSpan> = Vec::new();
-    let mut deltas = Vec::new();
-    let (mut previous_index, mut previous_count) = (None::<i64>, 0i64);
-    for (&index, &count) in buckets.iter().filter(|(_, count)| **count != 0) {
-        let gap = previous_index.map(|previous| index - previous - 1);
-        match (gap, spans.last_mut()) {
-            (Some(0), Some(span)) => span.length = Some(span.length.unwrap_or(0) + 1),
-            _ => spans.push(BucketSpan {
-                offset: Some(i32::try_from(gap.unwrap_or(index)).unwrap_or(i32::MAX)),
-                length: Some(1),
-            }),
-        }
-        deltas.push(count - previous_count);
-        previous_count = count;
-        previous_index = Some(index);
-    }
-    if spans.is_empty() {
-        spans.push(BucketSpan { offset: Some(0), length: Some(0) });
-    }
-    (spans, deltas)
 }
 
 /// Gauge aggregation modes by family name, with a default.
@@ -385,7 +344,7 @@ mod tests {
         Metric { label: labels(&[]), gauge: Some(Gauge { value: Some(value) }), ..Default::default() }
     }
 
-    fn histogram(counts: [u64; 3], native: &[(i64, i64)]) -> Metric {
+    fn histogram(counts: [u64; 3], native: &[(i64, u64)]) -> Metric {
         let mut h = Histogram {
             sample_count: Some(counts[2]),
             sample_sum: Some(1.5),
@@ -399,8 +358,7 @@ mod tests {
             zero_count: Some(1),
             ..Default::default()
         };
-        let map: BTreeMap<i64, i64> = native.iter().copied().collect();
-        (h.positive_span, h.positive_delta) = encode_spans(&map);
+        (h.positive_span, h.positive_delta) = sparse::encode(native.iter().copied());
         Metric { label: labels(&[]), histogram: Some(h), ..Default::default() }
     }
 
@@ -424,7 +382,7 @@ mod tests {
         let counts: Vec<_> = h.bucket.iter().map(|b| b.cumulative_count.unwrap()).collect();
         assert_eq!(counts, [1, 6, 7]);
         assert_eq!((h.sample_count, h.sample_sum, h.zero_count), (Some(7), Some(3.0), Some(2)));
-        assert_eq!(decode_spans(&h.positive_span, &h.positive_delta), [(-20, 1), (-18, 5), (5, 1)]);
+        assert_eq!(sparse::decode(&h.positive_span, &h.positive_delta), [(-20, 1), (-18, 5), (5, 1)]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use crate::exposition::model::{BucketSpan, Histogram};
+use crate::exposition::{model::Histogram, sparse};
 
 /// How native buckets are laid out.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,39 +123,18 @@ impl NativeBuckets {
     pub fn snapshot_into(&self, histogram: &mut Histogram) -> u64 {
         let zero = self.zero.load(Ordering::Acquire);
         let mut total = zero;
-        let mut spans: Vec<BucketSpan> = Vec::new();
-        let mut deltas = Vec::new();
-        let (mut previous_index, mut previous_count) = (None::<i64>, 0i64);
         let per_octave = self.layout.per_octave();
+        let mut counts = Vec::new();
         for (octave, block) in self.octaves.iter().enumerate() {
             let Some(block) = block.get() else { continue };
             for (slot, counter) in block.iter().enumerate() {
                 let count = counter.load(Ordering::Acquire);
-                if count == 0 {
-                    continue;
-                }
                 total += count;
                 #[allow(clippy::cast_possible_wrap)]
-                let index = self.layout.first_index() + octave as i64 * per_octave + slot as i64;
-                let gap = previous_index.map(|previous| index - previous - 1);
-                match (gap, spans.last_mut()) {
-                    (Some(0), Some(span)) => span.length = Some(span.length.unwrap_or(0) + 1),
-                    _ => spans.push(BucketSpan {
-                        offset: Some(i32::try_from(gap.unwrap_or(index)).unwrap_or(i32::MAX)),
-                        length: Some(1),
-                    }),
-                }
-                #[allow(clippy::cast_possible_wrap)]
-                let count = count as i64;
-                deltas.push(count - previous_count);
-                previous_count = count;
-                previous_index = Some(index);
+                counts.push((self.layout.first_index() + octave as i64 * per_octave + slot as i64, count));
             }
         }
-        if spans.is_empty() {
-            // A no-op span marks a native histogram with no observations yet.
-            spans.push(BucketSpan { offset: Some(0), length: Some(0) });
-        }
+        let (spans, deltas) = sparse::encode(counts);
         histogram.schema = Some(i32::from(self.layout.schema));
         histogram.zero_threshold = Some(self.layout.zero_threshold());
         histogram.zero_count = Some(zero);
@@ -168,6 +147,7 @@ impl NativeBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exposition::model::BucketSpan;
 
     const LAYOUT: NativeLayout = NativeLayout { schema: 3, min_exponent: -20, max_exponent: 12 };
 
@@ -211,22 +191,9 @@ mod tests {
         assert_eq!(buckets.snapshot_into(&mut histogram), 8);
         assert_eq!(histogram.schema, Some(3));
         assert_eq!(histogram.zero_count, Some(2));
-        // Decode: absolute counts by index.
-        let mut decoded = Vec::new();
-        let (mut index, mut count) = (0i64, 0i64);
-        for (i, span) in histogram.positive_span.iter().enumerate() {
-            index += i64::from(span.offset.unwrap()) + if i == 0 { 0 } else { 1 };
-            for j in 0..span.length.unwrap() {
-                if j > 0 {
-                    index += 1;
-                }
-                count += histogram.positive_delta[decoded.len()];
-                decoded.push((index, count));
-            }
-        }
+        let decoded = sparse::decode(&histogram.positive_span, &histogram.positive_delta);
         let top = LAYOUT.index(4096.0);
-        let expected = vec![(LAYOUT.index(0.1), 3), (LAYOUT.index(0.11), 1), (LAYOUT.index(0.5), 1), (top, 1)];
-        let mut expected = expected;
+        let mut expected = vec![(LAYOUT.index(0.1), 3), (LAYOUT.index(0.11), 1), (LAYOUT.index(0.5), 1), (top, 1)];
         expected.sort();
         // 0.1 and 0.11 fall in neighbouring buckets at schema 3.
         assert_eq!(decoded, expected);
