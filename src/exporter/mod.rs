@@ -24,6 +24,7 @@ mod recorder;
 mod render;
 mod respond;
 mod server;
+mod sibling;
 
 pub use crate::exposition::Format;
 pub use builder::{DEFAULT_NATIVE_SCHEMA, PrometheusExporter};
