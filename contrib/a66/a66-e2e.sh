@@ -41,8 +41,9 @@
 #   CARGO_TARGET_DIR  respected, like cargo does.
 # Needs cargo, python3 (with venv) and curl, and PyPI for the official side (grpcio,
 # grpcio-observability, OpenTelemetry: binary wheels only, pinned in requirements.txt).
-# Without PyPI it fails, it does not skip. After the build it takes about 15 s, pip
-# included; every wait is bounded. All it starts is stopped, and its temporary directory
+# Without PyPI it fails, it does not skip. After the build it takes about 25 s with a
+# fresh virtualenv (venv 5 s, pip install 7 to 12 s, the rest 11 s), about 11 s reusing
+# one (pip then checks the pins in under 1 s); every wait is bounded. All it starts is stopped, and its temporary directory
 # removed, on exit, whatever happens. Prints PASS/FAIL per check and exits non-zero if
 # any check fails.
 set -euo pipefail
@@ -312,6 +313,39 @@ def find(fam, labels):
     return next((s for s in fam["series"] if json.dumps(s["labels"], sort_keys=True) == key), None)
 
 
+def fold_cancelled_cut_call(data):
+    """The crate's server records the deadline-cut call as CANCELLED when the client's
+    reset reaches it before 50 ms have passed on the layer's clock (which starts when the
+    request arrives, after the client's): the rule Go follows too, and a race that CPU
+    contention makes likely. Count it where the crate records it otherwise,
+    DEADLINE_EXCEEDED, and say so. Returns the note, or None."""
+    moved = 0
+    for name in CUT_MOVES:
+        fam = data.get(name)
+        if fam is None:
+            continue
+        cancelled = find(fam, {"grpc_method": UNARY, "grpc_status": "CANCELLED"})
+        if cancelled is None or cancelled.get("count") != 1:
+            continue
+        dead = find(fam, {"grpc_method": UNARY, "grpc_status": "DEADLINE_EXCEEDED"})
+        if dead is None:
+            cancelled["labels"]["grpc_status"] = "DEADLINE_EXCEEDED"
+        else:
+            dead["count"] += cancelled["count"]
+            if "sum" in dead and "sum" in cancelled:
+                dead["sum"] += cancelled["sum"]
+            if "buckets" in dead and "buckets" in cancelled:
+                dead["buckets"] = [[le, a + b] for (le, a), (_, b) in zip(dead["buckets"], cancelled["buckets"])]
+            fam["series"].remove(cancelled)
+        fam["series"].sort(key=lambda s: json.dumps(s["labels"], sort_keys=True))
+        moved += 1
+    if moved:
+        return ("note: the crate's server recorded the deadline-cut call as CANCELLED (the client's reset arrived "
+                "before the server's clock reached the deadline; Go records these as Canceled too): counted as "
+                "DEADLINE_EXCEEDED for the comparison")
+    return None
+
+
 def move_cut_call(data):
     """grpc-python's server records the deadline-cut call as OK: move it to
     DEADLINE_EXCEEDED, where the crate (and every client) records it. Returns what was
@@ -416,14 +450,10 @@ for fmt, label in ((".txt", "text"), (".om.txt", "OpenMetrics")):
     seen, problems = move_cut_call(expected)
     dump(f"server-expected{fmt}.json", expected)
     dump(f"server-actual{fmt}.json", actual)
+    note = fold_cancelled_cut_call(actual)
+    if note:
+        print(f"      {note}")
     problems += official.diff(expected, actual)
-    cancelled = find(actual.get("grpc_server_call_duration_seconds", {"series": []}),
-                     {"grpc_method": UNARY, "grpc_status": "CANCELLED"})
-    if problems and cancelled:
-        problems.append(f"hint: the crate's server recorded {cancelled['count']} UnaryEcho call(s) CANCELLED, the "
-                        "deadline-cut one: the official client's RST_STREAM(CANCEL), sent at its deadline, reached the "
-                        "server before 50 ms had passed on the layer's clock (which starts when the request reaches it), "
-                        "a race that CPU contention makes likely; the official client saw DEADLINE_EXCEEDED")
     moved = seen.get("grpc_server_call_duration_seconds", (None, None))
     check(f"server ({label})", problems,
           f"the crate's {len(actual)} families, {series_count(actual)} series vs grpc-python's, whose deadline-cut "

@@ -12,6 +12,7 @@
 
 pub mod model;
 pub(crate) mod negotiate;
+pub(crate) mod number;
 pub(crate) mod openmetrics;
 pub(crate) mod parse;
 pub(crate) mod protobuf;

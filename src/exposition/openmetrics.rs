@@ -33,7 +33,11 @@ use std::collections::HashSet;
 use std::fmt::Write;
 
 use super::model::{Exemplar, Histogram, LabelPair, Metric, MetricFamily, MetricType};
-use super::{family_type, is_native_only, skip_native_family};
+use super::{
+    family_type, is_native_only,
+    number::{GoFloat, push_canonical},
+    skip_native_family,
+};
 
 /// The `Content-Type` of this format.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -321,47 +325,22 @@ fn escape(s: &str, out: &mut String) {
     }
 }
 
-/// Writes an `le` or `quantile` label value as the text format writes it (`1`, `0.005`,
-/// `2.5`, `+Inf`), not in OpenMetrics' canonical form (`1.0`): the label value is the
-/// series' identity, and Prometheus 2 stores it as written, so a bucket must be the same
-/// series whichever format Prometheus negotiates. Dashboards and alerts written for Go
-/// services select buckets as Go's default text exposition writes them (`le="1"`), and
-/// keep working. Prometheus 3 normalizes both spellings on ingestion; the reference
-/// parsers accept both.
+/// Writes an `le` or `quantile` label value as client_golang's text format writes it
+/// (`1`, `0.005`, `1e-05`, `+Inf`; see [`GoFloat`]), as this crate's text format does too,
+/// not in OpenMetrics' canonical form (`1.0`): the label value is the series' identity, and
+/// Prometheus 2 stores it as written, so a bucket must be the same series whichever format
+/// Prometheus negotiates, and the same as a Go service's. Dashboards and alerts written for
+/// Go services select buckets as Go writes them (`le="1"`) and keep working. Prometheus 3
+/// normalizes both spellings on ingestion; the reference parsers accept both.
 fn push_label_float(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{v}");
-    }
+    let _ = write!(out, "{}", GoFloat(v));
 }
 
 /// Writes a float in OpenMetrics' canonical form: Go's shortest `%g` (an exponent below
 /// 1e-4 and from 1e+06 on, at least two exponent digits), `.0` appended when there is
 /// neither a dot nor an exponent, and `NaN`, `+Inf`, `-Inf`.
 pub(crate) fn push_float(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        // `{:e}` gives the shortest round-trip digits, like Go's: `1.1e23`, `5e-3`, `0e0`.
-        let scientific = format!("{v:e}");
-        let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-        let exponent: i32 = exponent.parse().unwrap_or(0);
-        if (-4..6).contains(&exponent) {
-            let start = out.len();
-            let _ = write!(out, "{v}");
-            if !out[start..].contains('.') {
-                out.push_str(".0");
-            }
-        } else {
-            let sign = if exponent < 0 { '-' } else { '+' };
-            let _ = write!(out, "{mantissa}e{sign}{:02}", exponent.unsigned_abs());
-        }
-    }
+    push_canonical(out, v);
 }
 
 /// Writes a time given in nanoseconds as seconds, exactly: `1700000000.123`, `-1.5`, `0`.

@@ -6,8 +6,12 @@
 //! - per family: `# HELP` (only if described), `# TYPE`, the samples, then one blank line;
 //! - numbers through Rust's `Display`: `5`, `0.5`, `NaN`, `inf`, `-inf`, never an exponent;
 //!   counters as integers (they are `u64` in the exporter, `f64` in the model);
-//! - histograms: the buckets in their order (`le` through `Display`: `0.005`, `1`, `10`), a
-//!   final `le="+Inf"` bucket, `_sum`, `_count`; summaries: `quantile` samples, `_sum`, `_count`;
+//! - histograms: the buckets in their order, a final `le="+Inf"` bucket, `_sum`, `_count`;
+//!   summaries: `quantile` samples, `_sum`, `_count`;
+//! - one departure: `le` and `quantile` are spelled as client_golang spells them (`0.005`,
+//!   `1`, `10`, and with an exponent below 1e-4 and from 1e+06 on: `1e-05`, `1.048576e+06`,
+//!   where the exporter writes `0.00001` and `1048576`), so that a bucket is the same series
+//!   as a Go service's; every bound from 1e-4 to 1e+06 is spelled as before;
 //! - a suffix is appended only if the name does not already end with it (`checksum` keeps
 //!   its name for its `_sum` sample), which is the exporter's rule, odd as it is;
 //! - the extra label (`le`, `quantile`) comes after the series' labels.
@@ -18,7 +22,7 @@
 use std::fmt::{Display, Write};
 
 use super::model::{LabelPair, Metric, MetricFamily, MetricType};
-use super::{family_type, is_native_only, skip_native_family};
+use super::{family_type, is_native_only, number::GoFloat, skip_native_family};
 
 /// The `Content-Type` of this format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -88,7 +92,7 @@ fn write_summary(out: &mut String, name: &str, metric: &Metric) {
     let Some(summary) = &metric.summary else { return };
     for quantile in &summary.quantile {
         let q = quantile.quantile.unwrap_or(0.0);
-        sample(out, name, None, metric, Some(("quantile", &q)), quantile.value.unwrap_or(0.0));
+        sample(out, name, None, metric, Some(("quantile", &GoFloat(q))), quantile.value.unwrap_or(0.0));
     }
     sample(out, name, Some("sum"), metric, None, summary.sample_sum.unwrap_or(0.0));
     sample(out, name, Some("count"), metric, None, summary.sample_count.unwrap_or(0));
@@ -108,8 +112,10 @@ fn write_histogram(out: &mut String, name: &str, metric: &Metric) {
         // bound before it prints through `Display` (`inf`). Only the last one is `+Inf`.
         if Some(i) == last && bound == f64::INFINITY {
             sample(out, name, Some("bucket"), metric, Some(("le", &"+Inf")), cumulative);
-        } else {
+        } else if bound.is_infinite() {
             sample(out, name, Some("bucket"), metric, Some(("le", &bound)), cumulative);
+        } else {
+            sample(out, name, Some("bucket"), metric, Some(("le", &GoFloat(bound))), cumulative);
         }
     }
     let closed = histogram.bucket.last().is_some_and(|b| b.upper_bound == Some(f64::INFINITY));

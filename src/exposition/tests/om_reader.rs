@@ -150,9 +150,9 @@ fn check_sample(family: &Family, sample: &Sample) -> Result<(), String> {
         let v = parse_number(text).ok_or("le/quantile not a number")?;
         // The writer spells `le` and `quantile` as the text format does (see
         // `push_label_float`), so that a bucket is one series in either format.
-        let expected = if v.is_infinite() { (if v > 0.0 { "+Inf" } else { "-Inf" }).to_owned() } else { v.to_string() };
+        let expected = crate::exposition::number::GoFloat(v).to_string();
         if v.is_nan() || text != expected {
-            return Err(format!("le/quantile {text:?} not spelled as the text format spells it"));
+            return Err(format!("le/quantile {text:?} not spelled as client_golang spells it"));
         }
         if reserved == "quantile" && (!(0.0..=1.0).contains(&v) || sample.value < 0.0) {
             return Err("quantile out of range or negative".into());
