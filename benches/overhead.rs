@@ -16,7 +16,11 @@
 //! - `unary`: the bare service; our server layer recording into a real Prometheus
 //!   recorder (`PrometheusBuilder::build_recorder`, given with `with_recorder`); our layer
 //!   with a no-op recorder (what runs when no recorder is installed); a "naive" facade
-//!   layer written the way hand-rolled layers usually are (below); the client layer.
+//!   layer written the way hand-rolled layers usually are (below); the client layer; and
+//!   our layer recording into this crate's own exporter recorder
+//!   (`PrometheusExporter::build_recorder`, what `install()` installs and the example
+//!   server runs), without and with exemplars, for requests without and with a valid W3C
+//!   `traceparent` header (`bare_traceparent` is the bare service given that request).
 //! - `stream`: 1,000 response frames and 1,000 request frames per call, for the cost per
 //!   message: the method registered as unary (message counting only), as bidi (and the
 //!   time to first message), with message sizes on, and under `Naming::Grpc`.
@@ -37,7 +41,9 @@
 //! ```
 //!
 //! with `bare`, `layer`, `noop`, `naive`, `client-bare`, `client`, `layer-10k`,
-//! `bare-10k`, or, for calls of 1,000 response messages, `stream-bare`, `stream-counts`
+//! `bare-10k`, `exporter` (the layer into this crate's exporter recorder), `exemplars`
+//! (the same with `with_exemplars()`, no trace context), `bare-traced` and
+//! `exemplars-traced` (requests with a valid `traceparent`), or, for calls of 1,000 response messages, `stream-bare`, `stream-counts`
 //! (the method registered as unary), `stream-ttfm`, `stream-sizes` or `stream-grpc`
 //! (`stream-req-*`: 1,000 request messages); the difference between two counts (say 2,000 and 12,000 calls) divided by
 //! the difference in calls is the cost of one call, set-up excluded. That mode never runs
@@ -59,7 +65,8 @@ use http_body::{Body, Frame};
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tonic_metrics::{
-    ClientMetricsLayer, GrpcType, MethodRegistry, Naming, ServerMetricsLayer,
+    ClientMetricsLayer, GrpcType, MethodRegistry, Naming, PrometheusExporter, ServerMetricsLayer,
+    exporter::MetricsHandle,
     names::{
         A66_LATENCY_BUCKETS, A66_SIZE_BUCKETS, DEFAULT_BUCKETS, FIRST_MESSAGE_BUCKETS, GRPC_SERVER_CALL_DURATION,
         GRPC_SERVER_CALL_RCVD_BYTES, GRPC_SERVER_CALL_SENT_BYTES, SERVER_TIME_TO_FIRST_MESSAGE, SIZE_BUCKETS,
@@ -72,6 +79,9 @@ const SERVICE: &str = "grpc.examples.echo.Echo";
 const METHOD: &str = "UnaryEcho";
 const PATH: &str = "/grpc.examples.echo.Echo/UnaryEcho";
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// A valid W3C `traceparent` (the spec's example): its trace id becomes the exemplar.
+const TRACEPARENT_VALUE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 /// Calls per timed chunk; the recorders' upkeep runs between chunks. About what a real
 /// exporter sees between two upkeeps (every 5 s) at the ~40k calls/s this kind of
 /// machine serves over loopback. Much shorter chunks would distort the spread-over-many-
@@ -92,6 +102,13 @@ fn request(uri: &Uri, frames: usize) -> Request<GrpcBody> {
     let mut request = Request::new(GrpcBody::request(frames));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = uri.clone();
+    request
+}
+
+/// The same request with a valid `traceparent` header, as a traced client sends it.
+fn traced_request(uri: &Uri) -> Request<GrpcBody> {
+    let mut request = request(uri, 1);
+    request.headers_mut().insert(TRACEPARENT, HeaderValue::from_static(TRACEPARENT_VALUE));
     request
 }
 
@@ -306,8 +323,17 @@ fn handles() -> &'static std::sync::Mutex<Vec<PrometheusHandle>> {
     HANDLES.get_or_init(Default::default)
 }
 
+/// Upkeep handles of every exporter recorder (this crate's) made so far.
+fn exporter_handles() -> &'static std::sync::Mutex<Vec<MetricsHandle>> {
+    static HANDLES: OnceLock<std::sync::Mutex<Vec<MetricsHandle>>> = OnceLock::new();
+    HANDLES.get_or_init(Default::default)
+}
+
 fn upkeep() {
     for handle in handles().lock().unwrap().iter() {
+        handle.run_upkeep();
+    }
+    for handle in exporter_handles().lock().unwrap().iter() {
         handle.run_upkeep();
     }
 }
@@ -317,6 +343,15 @@ fn explicit_recorder() -> PrometheusRecorder {
     let recorder = prometheus_recorder();
     handles().lock().unwrap().push(recorder.handle());
     recorder
+}
+
+/// The server layer recording into a fresh recorder of this crate's exporter, configured
+/// as `PrometheusExporter::new()` configures it (what the example server installs); its
+/// handle joins the upkeep list. Only this recorder keeps exemplars.
+fn exporter_layer() -> ServerMetricsLayer {
+    let recorder = PrometheusExporter::new().build_recorder().expect("a valid configuration");
+    exporter_handles().lock().unwrap().push(recorder.handle());
+    ServerMetricsLayer::new().with_registry(echo_registry()).with_recorder(recorder)
 }
 
 /// The naive layer's `counter!`/`histogram!` record into the global recorder: a
@@ -429,6 +464,26 @@ fn unary(c: &mut Criterion) {
         .layer(GrpcEcho::UNARY);
     group.bench_function("client_layer_prometheus", |b| {
         b.iter_custom(|iters| timed(iters, || drive(&mut client, client_request(&uri))))
+    });
+
+    // This crate's exporter recorder: the default layer, then exemplars on, for calls
+    // without trace context and with a valid `traceparent` (its bare baseline is the bare
+    // service given the same traced request).
+    let mut exporter = exporter_layer().layer(GrpcEcho::UNARY);
+    group.bench_function("layer_exporter", |b| {
+        b.iter_custom(|iters| timed(iters, || drive(&mut exporter, request(&uri, 1))))
+    });
+    let mut exemplars = exporter_layer().with_exemplars().layer(GrpcEcho::UNARY);
+    group.bench_function("layer_exporter_exemplars", |b| {
+        b.iter_custom(|iters| timed(iters, || drive(&mut exemplars, request(&uri, 1))))
+    });
+    let mut bare_traced = GrpcEcho::UNARY;
+    group.bench_function("bare_traceparent", |b| {
+        b.iter_custom(|iters| timed(iters, || drive(&mut bare_traced, traced_request(&uri))))
+    });
+    let mut exemplars_traced = exporter_layer().with_exemplars().layer(GrpcEcho::UNARY);
+    group.bench_function("layer_exporter_exemplars_traceparent", |b| {
+        b.iter_custom(|iters| timed(iters, || drive(&mut exemplars_traced, traced_request(&uri))))
     });
     group.finish();
 }
@@ -601,6 +656,22 @@ fn fixed_calls(spec: &str) {
         "naive" => {
             let mut naive = NaiveLayer.layer(GrpcEcho::UNARY);
             run(Box::new(move |_| drive(&mut naive, request(&uri, 1))));
+        }
+        "exporter" => {
+            let mut layer = exporter_layer().layer(GrpcEcho::UNARY);
+            run(Box::new(move |_| drive(&mut layer, request(&uri, 1))));
+        }
+        "exemplars" => {
+            let mut layer = exporter_layer().with_exemplars().layer(GrpcEcho::UNARY);
+            run(Box::new(move |_| drive(&mut layer, request(&uri, 1))));
+        }
+        "bare-traced" => {
+            let mut bare = GrpcEcho::UNARY;
+            run(Box::new(move |_| drive(&mut bare, traced_request(&uri))));
+        }
+        "exemplars-traced" => {
+            let mut layer = exporter_layer().with_exemplars().layer(GrpcEcho::UNARY);
+            run(Box::new(move |_| drive(&mut layer, traced_request(&uri))));
         }
         "client-bare" => {
             let mut bare = GrpcEcho::UNARY;

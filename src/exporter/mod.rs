@@ -1,4 +1,4 @@
-//! One call to serve `/metrics` for Prometheus, on the gRPC port + 1 by default.
+//! One call to serve `/metrics` for Prometheus, next to the gRPC server.
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
@@ -6,15 +6,31 @@
 //!
 //! # #[tokio::main] async fn main() {
 //! let grpc_addr: SocketAddr = "0.0.0.0:50051".parse().unwrap();
-//! // Serves http://0.0.0.0:50052/metrics; on failure, logs a warning and returns None,
-//! // and the gRPC server starts all the same.
+//! // Serves http://0.0.0.0:50052/metrics (the gRPC port + 1); on failure, logs a warning
+//! // and returns None, and the gRPC server starts all the same.
 //! let metrics = PrometheusExporter::for_grpc_addr(grpc_addr).install_or_warn();
 //! # drop(metrics); }
 //! ```
 //!
+//! [`PrometheusExporter::for_grpc_addr`] listens on the gRPC port + 1;
+//! [`PrometheusExporter::new`] on `0.0.0.0:9000`, as `metrics-exporter-prometheus` does.
+//!
 //! Unlike `metrics-exporter-prometheus`' own `install()`, nothing is left behind when
 //! starting fails: the listener is bound before the recorder is installed, and no task is
 //! spawned until both have succeeded.
+//!
+//! The listener speaks HTTP/1.1 and answers:
+//!
+//! - `GET /metrics` (and `HEAD`): everything the recorder holds, in the format the `Accept`
+//!   header asks for ([`Format`]: the text format, OpenMetrics or protobuf), gzipped when
+//!   `Accept-Encoding` allows; `?format=text|openmetrics|protobuf` overrides the header;
+//! - `GET /health` and `/healthz`: `OK`;
+//! - `GET /`: what it is, and the program and process id serving it (another process of
+//!   the same program that finds the port taken reads it, to say so in its error);
+//! - 404 for other paths, 405 for other methods, 403 outside the allowlist.
+//!
+//! A connection that sends no request within 10 s is closed, and at most 64 are served at
+//! once.
 
 mod builder;
 #[cfg(feature = "clap")]
