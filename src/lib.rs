@@ -52,9 +52,13 @@
 //!
 //! The status comes from `grpc-status` in the headers (trailers-only responses) or the
 //! trailers; latency runs from `call()` to the end of the response stream; a call dropped
-//! before its end is `Canceled`; every started RPC is handled exactly once; messages are
-//! counted from the gRPC framing. See [`GrpcMetricsLayer`] for the options and the
-//! [`exporter`] module for serving `/metrics`.
+//! before its end is `Canceled`, one that ends or is dropped at or after its request's
+//! deadline `DeadlineExceeded`; every started RPC is handled exactly once; messages are
+//! counted from the gRPC framing. With a registry, every method's series exist from the
+//! start at zero, `handled_total` for all 17 codes, as go-grpc-prometheus creates them.
+//! See [`GrpcMetricsLayer`] for the options, [`exemplar`] for exemplars, the `exporter`
+//! module for serving `/metrics` (every format Prometheus speaks) and `multiprocess` for
+//! several processes behind one `/metrics` (feature `exporter`).
 //!
 //! `with_naming(Naming::OpenTelemetry)` records the OpenTelemetry RPC conventions'
 //! `rpc.server.call.duration` / `rpc.client.call.duration` instead, and
@@ -64,7 +68,8 @@
 //!
 //! # Features
 //!
-//! - `exporter` (default): [`PrometheusExporter`], the `/metrics` listener.
+//! - `exporter` (default): `PrometheusExporter`, the `/metrics` listener, and
+//!   `multiprocess`.
 //! - `clap`: `exporter::MetricsArgs`, the `--enable-metrics` / `--metrics-http-port` flags.
 //! - `push-gateway`: `push::PushGateway`, pushing to a Prometheus Pushgateway (plain HTTP,
 //!   no TLS stack) for batch jobs.

@@ -2,6 +2,8 @@
 //! records under, the name Prometheus sees, the type, the unit, the HELP text and the
 //! default buckets. The exporter stores and renders these families itself; anything else
 //! recorded through `metrics` is the application's.
+// Without the exporter, only the names, HELP texts and units are read (by `describe_all`).
+#![cfg_attr(not(feature = "exporter"), allow(dead_code))]
 
 use metrics::Unit;
 
