@@ -393,3 +393,42 @@ fn memory_per_registered_method_is_bounded() {
         assert!(text.len() < 6_000_000 && gzipped * 10 < text.len(), "{} bytes, {gzipped} gzipped", text.len());
     }
 }
+
+/// Exemplars cost no allocation per call: none when the request carries no trace context
+/// (nothing is read but one header lookup), and none when it does (the trace id is kept
+/// inline, the bucket's slot was allocated with the first exemplar).
+#[cfg(feature = "exporter")]
+#[test]
+fn exemplars_allocate_nothing_per_call_with_or_without_trace_context() {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let recorder = tonic_metrics::PrometheusExporter::new().build_recorder().unwrap();
+    let handle = recorder.handle();
+    let registry = MethodRegistry::new().with_method("grpc.examples.echo.Echo", "UnaryEcho", GrpcType::Unary);
+    let layer = ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder).with_exemplars();
+
+    let bare = per_call(&mut GrpcEcho::UNARY);
+    let untraced = per_call(&mut layer.layer(GrpcEcho::UNARY));
+    println!("allocations per unary call, exemplars on, no trace context: bare {bare}, with the layer {untraced}");
+    assert_eq!(untraced, bare, "the layer allocated on a call without trace context");
+
+    // The same calls with a `traceparent` (inserting it allocates the same on both sides).
+    fn traced<S>(inner: S) -> impl Service<Request<Full<Bytes>>, Response = S::Response, Error = S::Error>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        tower::ServiceBuilder::new()
+            .map_request(|mut request: Request<Full<Bytes>>| {
+                request.headers_mut().insert("traceparent", http::HeaderValue::from_static(TRACEPARENT));
+                request
+            })
+            .service(inner)
+    }
+    let bare = per_call(&mut traced(GrpcEcho::UNARY));
+    let with_context = per_call(&mut traced(layer.layer(GrpcEcho::UNARY)));
+    println!(
+        "allocations per unary call, exemplars on, with trace context: bare {bare}, with the layer {with_context}"
+    );
+    assert_eq!(with_context, bare, "the layer allocated on a call with trace context");
+    let exposition = String::from_utf8(handle.render_as(tonic_metrics::exporter::Format::OpenMetrics)).unwrap();
+    assert!(exposition.contains("trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\""), "{exposition}");
+}
