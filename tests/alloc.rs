@@ -406,7 +406,8 @@ fn exemplars_allocate_nothing_per_call_with_or_without_trace_context() {
     let registry = MethodRegistry::new().with_method("grpc.examples.echo.Echo", "UnaryEcho", GrpcType::Unary);
     let layer = ServerMetricsLayer::new().with_registry(registry).with_recorder(recorder).with_exemplars();
 
-    let bare = per_call(&mut GrpcEcho::UNARY);
+    let mut bare_echo = GrpcEcho::UNARY;
+    let bare = per_call(&mut bare_echo);
     let untraced = per_call(&mut layer.layer(GrpcEcho::UNARY));
     println!("allocations per unary call, exemplars on, no trace context: bare {bare}, with the layer {untraced}");
     assert_eq!(untraced, bare, "the layer allocated on a call without trace context");
