@@ -177,9 +177,11 @@ impl<K: Side> GrpcMetricsLayer<K> {
         self.configure(|config| config.filter.set_predicate(Arc::new(keep)))
     }
 
-    /// Creates the zero-valued series of every registered method now, in the recorder in
-    /// force now. Layering a service does this too; call it when the recorder is
-    /// installed after the server starts. Under [`Naming::Grpc`] it does nothing: gRPC's
+    /// Resolves every registered method's handles now, creating their zero-valued series,
+    /// against the recorder in force now (or the one given with `with_recorder`). Layering
+    /// a service does this too. Handles are resolved once: a layer applied before any
+    /// recorder is installed records nothing; install the exporter first, or give the
+    /// recorder with `with_recorder`. Under [`Naming::Grpc`] it does nothing: gRPC's
     /// own metrics have no series before their first observation.
     pub fn preinitialize(&self) {
         self.table().preinitialize();

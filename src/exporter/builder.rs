@@ -239,6 +239,11 @@ impl PrometheusExporter {
         self.with_multiprocess(MultiProcess::new(dir))
     }
 
+    /// The multi-process mode asked for, by the builder or the environment.
+    fn multiprocess_config(&self) -> Option<MultiProcess> {
+        self.multiprocess.clone().or_else(MultiProcess::from_env)
+    }
+
     /// The address the listener will bind (before an ephemeral port is chosen).
     ///
     /// # Errors
@@ -275,6 +280,19 @@ impl PrometheusExporter {
             None => None,
         };
 
+        // In multi-process mode a series that leaves one process' snapshot while idle would
+        // take that process' share out of the group's sum: totals would go down. Series
+        // are never hidden there.
+        let idle_timeout = match (self.idle_timeout, self.multiprocess_config()) {
+            (Some(_), Some(_)) => {
+                tracing::warn!(
+                    "metrics: the idle timeout is ignored in multi-process mode (it would make the group's totals go down)"
+                );
+                None
+            }
+            (timeout, None) => timeout,
+            (None, Some(_)) => None,
+        };
         // This crate's families: buckets by measure, then by name.
         let mut store_buckets = HashMap::new();
         for family in catalogue::FAMILIES.iter().filter(|family| family.kind == FamilyKind::Histogram) {
@@ -298,7 +316,7 @@ impl PrometheusExporter {
         let store = Store::new(StoreConfig {
             buckets: store_buckets,
             native,
-            idle_timeout: self.idle_timeout,
+            idle_timeout,
             global_labels: self.global_labels.clone(),
         });
 
@@ -306,7 +324,7 @@ impl PrometheusExporter {
         for (key, value) in &self.global_labels {
             app = app.add_global_label(key, value);
         }
-        if let Some(timeout) = self.idle_timeout {
+        if let Some(timeout) = idle_timeout {
             app = app.idle_timeout(MetricKindMask::ALL, Some(timeout));
         }
         let recorder = MetricsRecorder::new(store, app.build_recorder());
@@ -333,7 +351,7 @@ impl PrometheusExporter {
         let addr = self.listen_addr()?;
         let allowlist = self.allowlist()?;
         let recorder = self.build_recorder()?;
-        let multiprocess = self.multiprocess.clone().or_else(MultiProcess::from_env);
+        let multiprocess = self.multiprocess_config();
         // Everything that can fail about the listener happens here, before any recorder is
         // installed or task spawned.
         let bound = StdTcpListener::bind(addr)
@@ -359,6 +377,16 @@ impl PrometheusExporter {
             (Ok(listener), _) => Listening::Bound(listener),
             // Another process of the group serves: stand by to take over.
             (Err(error), Some(group)) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                match super::sibling::probe_exporter(addr) {
+                    Some((program, pid)) => {
+                        tracing::info!(%addr, program, pid, "metrics: /metrics is served by another member; standing by");
+                    }
+                    None => tracing::warn!(
+                        %addr,
+                        "metrics: the metrics port is held by a process that is not this crate's exporter: no member of \
+                         the group serves /metrics until it frees; standing by to take it over then"
+                    ),
+                }
                 Listening::Standby(addr, group.publish_interval())
             }
             (Err(source), _) => return Err(bind_error(addr, source)),

@@ -34,7 +34,9 @@ pub(super) async fn serve(listener: TcpListener, renderer: Arc<Renderer>, allowl
                     drop(stream);
                     continue;
                 }
-                let allowed = allowlist.is_empty() || allowlist.iter().any(|net| net.contains(&peer.ip()));
+                // On a dual-stack listener an IPv4 peer shows as `::ffff:a.b.c.d`.
+                let ip = peer.ip().to_canonical();
+                let allowed = allowlist.is_empty() || allowlist.iter().any(|net| net.contains(&ip));
                 let renderer = renderer.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |request| {

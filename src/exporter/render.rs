@@ -1,11 +1,13 @@
 //! Rendering `/metrics` off the async workers, once for all the scrapes that arrive
 //! while a render is under way.
 //!
-//! A render of 10,000 methods takes about 300 ms of CPU: on a runtime worker it would
+//! A render of 10,000 methods takes about a second of CPU: on a runtime worker it would
 //! stall the gRPC traffic sharing that worker, so it runs on the blocking pool. Scrapes
 //! that ask for the same format and encoding while one render is in flight wait for it
 //! and share its bytes, so a burst of scrapers (several Prometheus replicas, a retry
-//! storm) costs one render, not one each.
+//! storm) costs one render, not one each. A render runs to its end in a task of its own,
+//! whether or not the scrape that started it is still waiting (a scraper that times out
+//! and retries joins the render under way instead of starting another).
 
 use std::{
     collections::HashMap,
@@ -16,15 +18,16 @@ use std::{
 
 use bytes::Bytes;
 use flate2::{Compression, write::GzEncoder};
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use crate::exposition::{self, Format, model::MetricFamily};
 
 /// Where a scrape's metrics come from: this process' recorder, or the sum over the
 /// processes of a multi-process group.
 pub(crate) trait Source: Send + Sync + 'static {
-    /// Everything to serve now, sorted by family name.
-    fn collect(&self) -> Vec<MetricFamily>;
+    /// Everything to serve now, sorted by family name; `Err` (why, for the log and the
+    /// scraper) when a complete answer cannot be given.
+    fn collect(&self) -> Result<Vec<MetricFamily>, String>;
 }
 
 /// What a scrape asked for.
@@ -40,7 +43,8 @@ pub(crate) type Rendered = Result<Bytes, Arc<str>>;
 /// Renders `/metrics` bodies, sharing each in-flight render among concurrent scrapes.
 pub(crate) struct Renderer {
     source: Arc<dyn Source>,
-    flights: Mutex<HashMap<Variant, Arc<OnceCell<Rendered>>>>,
+    /// The render in flight for each variant: its result arrives in the channel.
+    flights: Mutex<HashMap<Variant, watch::Receiver<Option<Rendered>>>>,
 }
 
 impl fmt::Debug for Renderer {
@@ -56,29 +60,36 @@ impl Renderer {
 
     /// The body for `variant`: the render in flight for it if there is one, else a new one.
     pub async fn render(self: &Arc<Self>, variant: Variant) -> Rendered {
-        let flight = self.flights.lock().unwrap_or_else(PoisonError::into_inner).entry(variant).or_default().clone();
-        let rendered = flight
-            .get_or_init(|| {
-                let this = self.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || this.encode(variant))
-                        .await
-                        .unwrap_or_else(|error| Err(format!("rendering /metrics failed: {error}").into()))
+        let mut flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            match flights.get(&variant) {
+                Some(flight) => flight.clone(),
+                None => {
+                    let (done, flight) = watch::channel(None);
+                    flights.insert(variant, flight.clone());
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let worker = this.clone();
+                        let rendered = tokio::task::spawn_blocking(move || worker.encode(variant))
+                            .await
+                            .unwrap_or_else(|error| Err(format!("rendering /metrics failed: {error}").into()));
+                        // Later scrapes render afresh; this flight's waiters get its bytes.
+                        this.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&variant);
+                        let _ = done.send(Some(rendered));
+                    });
+                    flight
                 }
-            })
-            .await
-            .clone();
-        // The next scrape renders afresh; later waiters of this flight still get its bytes.
-        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-        if flights.get(&variant).is_some_and(|current| Arc::ptr_eq(current, &flight)) {
-            flights.remove(&variant);
+            }
+        };
+        match flight.wait_for(Option::is_some).await {
+            Ok(rendered) => rendered.clone().unwrap_or_else(|| Err("no render".into())),
+            Err(_) => Err("the render was abandoned (the runtime is shutting down)".into()),
         }
-        rendered
     }
 
     /// Collects, encodes and compresses, on the calling (blocking) thread.
     pub fn encode(&self, variant: Variant) -> Rendered {
-        let body = exposition::encode(variant.format, &self.source.collect());
+        let body = exposition::encode(variant.format, &self.source.collect()?);
         if !variant.gzip {
             return Ok(Bytes::from(body));
         }
@@ -110,10 +121,10 @@ mod tests {
     }
 
     impl Source for Slow {
-        fn collect(&self) -> Vec<MetricFamily> {
+        fn collect(&self) -> Result<Vec<MetricFamily>, String> {
             self.collects.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(200));
-            Vec::new()
+            Ok(Vec::new())
         }
     }
 
@@ -151,6 +162,18 @@ mod tests {
         // Once a render is over, the next scrape renders afresh.
         renderer.render(variant).await.unwrap();
         assert_eq!(slow.collects.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_scrape_that_gives_up_leaves_its_render_to_the_next() {
+        let slow = Arc::new(Slow::default());
+        let renderer = Renderer::new(slow.clone());
+        let variant = Variant { format: Format::Text, gzip: true };
+        // A scraper times out 50 ms into the 200 ms render, then retries.
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), renderer.render(variant)).await;
+        assert!(gave_up.is_err());
+        assert!(renderer.render(variant).await.is_ok());
+        assert_eq!(slow.collects.load(Ordering::SeqCst), 1, "the retry joined the render under way");
     }
 
     #[test]

@@ -178,13 +178,13 @@ async fn take_over(addr: SocketAddr, retry: Duration) -> TcpListener {
 }
 
 impl Source for MetricsHandle {
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.snapshot()
+    fn collect(&self) -> Result<Vec<MetricFamily>, String> {
+        Ok(self.snapshot())
     }
 }
 
 impl Source for Group {
-    fn collect(&self) -> Vec<MetricFamily> {
+    fn collect(&self) -> Result<Vec<MetricFamily>, String> {
         Group::collect(self)
     }
 }

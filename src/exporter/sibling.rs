@@ -5,7 +5,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::Error;
@@ -24,21 +24,30 @@ pub(super) fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {
 }
 
 /// Who serves `addr`, if it is this crate's exporter: its program name and process id,
-/// from its `GET /` page. Bounded to a few hundred milliseconds.
-fn probe_exporter(addr: SocketAddr) -> Option<(String, u32)> {
+/// from its `GET /` page. Bounded to a second in all, whatever the holder sends (or
+/// trickles).
+pub(super) fn probe_exporter(addr: SocketAddr) -> Option<(String, u32)> {
     let target = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
         IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port()),
         _ => addr,
     };
-    let timeout = Duration::from_millis(300);
-    let mut stream = TcpStream::connect_timeout(&target, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let left = || deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero());
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_millis(300)).ok()?;
+    stream.set_write_timeout(left()).ok()?;
     stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    // A stranger may send anything, or nothing, or a byte at a time: read at most a few
+    // KiB, and stop at the deadline.
     let mut reply = Vec::new();
-    // A stranger may send anything, or nothing: read at most a few KiB.
-    let _ = stream.take(4096).read_to_end(&mut reply);
+    let mut chunk = [0u8; 1024];
+    while reply.len() < 4096 {
+        stream.set_read_timeout(Some(left()?)).ok()?;
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => reply.extend_from_slice(&chunk[..read]),
+        }
+    }
     let reply = String::from_utf8_lossy(&reply);
     let body = reply.split_once("\r\n\r\n")?.1;
     if !body.starts_with("tonic-metrics exporter") {

@@ -184,7 +184,10 @@ impl Group {
     /// warns and runs alone.
     pub fn join(config: &MultiProcess, local: MetricsHandle, listen: SocketAddr) -> std::io::Result<Self> {
         let group = config.group_name();
-        let (member, wiped) = Member::join(&config.dir, &group)?;
+        // A member whose lock file is gone but that published within three intervals is
+        // still counted alive (see `dir`).
+        let fresh_for = (config.interval * 3).max(Duration::from_secs(3));
+        let (member, wiped) = Member::join(&config.dir, &group, fresh_for)?;
         match wiped {
             Some(0) => tracing::info!(dir = %member.dir().display(), "metrics: started a multi-process group"),
             Some(removed) => tracing::info!(
@@ -319,7 +322,12 @@ impl Group {
 
     /// The sum over the group, this process included (published first, so that what is
     /// served is what is on disk, and a takeover after this process dies serves no less).
-    pub fn collect(&self) -> Vec<MetricFamily> {
+    ///
+    /// # Errors
+    /// When the group directory cannot be read: serving this process' share alone would
+    /// look, to `rate()`, like every counter of the group resetting; a failed scrape is
+    /// honest (Prometheus records `up == 0`, and nothing resets).
+    pub fn collect(&self) -> Result<Vec<MetricFamily>, String> {
         let published = self.publish_snapshot(false);
         let own = match &published {
             Ok(families) => families.clone(),
@@ -328,13 +336,9 @@ impl Group {
         let reading = match self.member.read_all() {
             Ok(reading) => reading,
             Err(error) => {
-                self.warn_once(format!("read:{:?}", error.kind()), || {
-                    format!(
-                        "cannot read the group's metrics in {}: {error}; serving this process' alone",
-                        self.member.dir().display()
-                    )
-                });
-                return own;
+                let message = format!("cannot read the group's metrics in {}: {error}", self.member.dir().display());
+                self.warn_once(format!("read:{:?}", error.kind()), || message.clone());
+                return Err(message);
             }
         };
         let mut snapshots = Vec::new();
@@ -345,10 +349,11 @@ impl Group {
                 // failed, from memory), never also from an older file of its own.
                 Ok(snapshot) if snapshot.instance == self.member.instance && snapshot.pid == self.member.pid => {}
                 Ok(snapshot) if snapshot.group == self.group => {
-                    if entry.alive && !snapshot.listen.is_empty() {
+                    // Port 0 is no address to compare (a member standing by for it).
+                    if entry.alive && !snapshot.listen.is_empty() && !snapshot.listen.ends_with(":0") {
                         listens.insert(snapshot.listen.clone(), snapshot.pid);
                     }
-                    snapshots.push((entry.alive && !snapshot.exited, snapshot));
+                    snapshots.push((entry.name.clone(), entry.alive && !snapshot.exited, snapshot));
                 }
                 Ok(snapshot) => self.warn_once(format!("group:{}", entry.name), || {
                     format!(
@@ -382,14 +387,21 @@ impl Group {
                 )
             });
         }
+        // Always in the same order (the archive, then the members by name, this process in
+        // its place): floats add up to the same total whichever member serves.
+        let mut members: Vec<(&str, Contribution<'_>)> = snapshots
+            .iter()
+            .map(|(name, alive, snapshot)| {
+                (name.as_str(), Contribution { pid: snapshot.pid, alive: *alive, families: &snapshot.families })
+            })
+            .collect();
+        members.push((self.member.name(), Contribution { pid: self.member.pid, alive: true, families: &own }));
+        members.sort_by(|a, b| a.0.cmp(b.0));
         let mut contributions: Vec<Contribution<'_>> = Vec::new();
         if let Some(archive) = &reading.archive {
             contributions.push(Contribution { pid: 0, alive: false, families: &archive.families });
         }
-        for (alive, snapshot) in &snapshots {
-            contributions.push(Contribution { pid: snapshot.pid, alive: *alive, families: &snapshot.families });
-        }
-        contributions.push(Contribution { pid: self.member.pid, alive: true, families: &own });
+        contributions.extend(members.into_iter().map(|(_, contribution)| contribution));
         let (mut families, conflicts) = merge::merge(&contributions, |name| self.gauges.of(name));
         self.never_below_served(&mut families);
         for name in conflicts.types {
@@ -402,6 +414,6 @@ impl Group {
                 format!("{series} has different buckets in different processes: left out where they differ")
             });
         }
-        families
+        Ok(families)
     }
 }

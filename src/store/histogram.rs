@@ -113,11 +113,11 @@ impl HistogramCell {
         let mut histogram = Histogram::default();
         // Native counters are read first: each observation bumps its classic bucket before
         // its native one (Release), so every native count read here (Acquire) is already in
-        // the classic counts read after, and `sample_count` is never below the native
-        // buckets' total, which Prometheus checks.
-        if let Some(native) = &self.native {
-            native.snapshot_into(&mut histogram);
-        }
+        // the classic counts read after. Observations still in flight between the two reads
+        // are left for the next scrape (the classic counts are capped at the native total),
+        // so that `sample_count` equals the native buckets' total, as Prometheus requires
+        // of a native histogram, and the classic `+Inf` bucket equals `sample_count`.
+        let native_total = self.native.as_ref().map(|native| native.snapshot_into(&mut histogram));
         let exemplars = self.exemplars.get();
         let exemplar_of = |i: usize| {
             exemplars
@@ -128,6 +128,7 @@ impl HistogramCell {
         let mut native_exemplars = Vec::new();
         for (i, counter) in self.buckets.iter().enumerate() {
             cumulative += counter.load(Ordering::Acquire);
+            let cumulative = native_total.map_or(cumulative, |total| cumulative.min(total));
             let exemplar = exemplar_of(i).map(|stored| stored.to_model());
             if self.native.is_some()
                 && let Some(exemplar) = &exemplar
@@ -142,7 +143,7 @@ impl HistogramCell {
                 ..Bucket::default()
             });
         }
-        histogram.sample_count = Some(cumulative);
+        histogram.sample_count = Some(native_total.map_or(cumulative, |total| cumulative.min(total)));
         histogram.sample_sum = Some(f64::from_bits(self.sum.load(Ordering::Relaxed)));
         histogram.exemplars = native_exemplars;
         histogram
@@ -197,6 +198,43 @@ mod tests {
         assert_eq!(exemplar.value, Some(0.5));
         assert_eq!(exemplar.label[0].value.as_deref(), Some("07070707070707070707070707070707"));
         assert!(h.exemplars.is_empty(), "native exemplars only for native histograms");
+    }
+
+    /// What Prometheus checks of a native histogram (`count == zero + buckets`), and what
+    /// OpenMetrics checks of a classic one (`+Inf == count`), hold in every snapshot taken
+    /// while observations pour in, and counts never go back.
+    #[test]
+    fn snapshots_during_recording_are_consistent() {
+        let layout = NativeLayout { schema: 3, min_exponent: -20, max_exponent: 12 };
+        let cell = Arc::new(HistogramCell::new(Arc::from([0.001, 0.01]), Some(layout), false));
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let cell = cell.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50_000u32 {
+                        cell.record(f64::from(i % 7 + t) * 0.003);
+                    }
+                })
+            })
+            .collect();
+        let mut last = 0;
+        let mut snapshots = 0;
+        while threads.iter().any(|t| !t.is_finished()) || snapshots == 0 {
+            let h = cell.snapshot();
+            let native: u64 = crate::exposition::sparse::decode(&h.positive_span, &h.positive_delta)
+                .iter()
+                .map(|(_, count)| count)
+                .sum::<u64>()
+                + h.zero_count.unwrap();
+            let count = h.sample_count.unwrap();
+            assert_eq!(count, native, "count against native buckets");
+            assert_eq!(h.bucket.last().unwrap().cumulative_count, Some(count), "+Inf against count");
+            assert!(count >= last);
+            last = count;
+            snapshots += 1;
+        }
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(cell.snapshot().sample_count, Some(100_000));
     }
 
     #[test]
