@@ -45,9 +45,13 @@
 //! until `--linger` elapses, and exits (status 1 when a call had an unexpected status or
 //! the server could not be reached within 10 s).
 
+#[path = "support/json.rs"]
+mod json;
+
+use json::json_string;
+
 use std::{
     error::Error,
-    fmt::Write as _,
     io::Write as _,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     process::ExitCode,
@@ -274,23 +278,6 @@ async fn traffic_mix(layered: Layered) -> Vec<Outcome> {
     let result = ended(client.unary_echo(late).await);
     record("UnaryEcho", &["sleep:200"], result, &[Code::DeadlineExceeded, Code::Cancelled]);
     calls
-}
-
-/// A JSON string literal (the values here are plain ASCII, but quote them properly).
-fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The summary line: statuses in the canonical spelling of `grpc_status`.

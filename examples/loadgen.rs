@@ -58,6 +58,11 @@
 //! buckets to; `--trace-log` says which trace id each call carried and how long it took
 //! (the server's handling time of that call is at most that), so exemplars can be checked.
 
+#[path = "support/json.rs"]
+mod json;
+
+use json::json_string;
+
 use std::{
     error::Error,
     fmt::Write as _,
@@ -414,22 +419,6 @@ fn codes_json(codes: &Codes) -> String {
         }
     }
     out.push('}');
-    out
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
