@@ -40,13 +40,15 @@
 //!     --callgrind-out-file=/dev/null target/release/deps/overhead-<hash>
 //! ```
 //!
-//! with `bare`, `layer`, `noop`, `naive`, `client-bare`, `client`, `layer-10k`,
-//! `bare-10k`, `exporter` (the layer into this crate's exporter recorder), `exemplars`
-//! (the same with `with_exemplars()`, no trace context), `bare-traced` and
-//! `exemplars-traced` (requests with a valid `traceparent`), or, for calls of 1,000 response messages, `stream-bare`, `stream-counts`
-//! (the method registered as unary), `stream-ttfm`, `stream-sizes` or `stream-grpc`
-//! (`stream-req-*`: 1,000 request messages); the difference between two counts (say 2,000 and 12,000 calls) divided by
-//! the difference in calls is the cost of one call, set-up excluded. That mode never runs
+//! with a variant of calls of one message each way: `bare`, `layer`, `noop`, `naive`,
+//! `client-bare`, `client`, `bare-10k`, `layer-10k`, `noop-10k` (calls spread over 10,000
+//! methods), `exporter` (the layer into this crate's exporter recorder), `exemplars` (the
+//! same with `with_exemplars()`, no trace context), `bare-traced` and `exemplars-traced`
+//! (requests with a valid `traceparent`); or, for calls of 1,000 response messages,
+//! `stream-bare`, `stream-counts` (the method registered as unary), `stream-ttfm`,
+//! `stream-sizes` or `stream-grpc` (`stream-req-*`: 1,000 request messages). The
+//! difference between two counts (say 2,000 and 12,000 calls) divided by the difference in
+//! calls is the cost of one call, set-up excluded. That mode never runs
 //! the recorders' upkeep (a background task's work, paid per series every 5 s rather than
 //! per call).
 
@@ -687,6 +689,12 @@ fn fixed_calls(spec: &str) {
         "bare-10k" => {
             let mut bare = GrpcEcho::UNARY;
             run(Box::new(move |i| drive(&mut bare, request(&paths[i % paths.len()], 1))));
+        }
+        "noop-10k" => {
+            let (registry, paths) = many_methods(MANY_METHODS);
+            let layer = ServerMetricsLayer::new().with_registry(registry).with_recorder(metrics::NoopRecorder);
+            let mut layer = layer.layer(GrpcEcho::UNARY);
+            run(Box::new(move |i| drive(&mut layer, request(&paths[i % paths.len()], 1))));
         }
         "layer-10k" => {
             let (registry, paths) = many_methods(MANY_METHODS);
