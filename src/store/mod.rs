@@ -16,7 +16,7 @@ mod histogram;
 mod native;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::{Duration, Instant},
 };
@@ -136,7 +136,8 @@ struct FamilyStore {
     info: &'static FamilyInfo,
     bounds: Arc<[f64]>,
     native: Option<NativeLayout>,
-    series: HashMap<Key, Arc<Series>>,
+    /// Ordered by key (labels), so that a scrape reads them in order without sorting.
+    series: BTreeMap<Key, Arc<Series>>,
 }
 
 /// This crate's families, by the name the layers record under.
@@ -192,7 +193,7 @@ impl Store {
             Measure::Latency | Measure::FirstMessage => self.config.native,
             Measure::Count | Measure::Size => None,
         };
-        FamilyStore { info, bounds, native, series: HashMap::new() }
+        FamilyStore { info, bounds, native, series: BTreeMap::new() }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<&'static str, FamilyStore>> {
@@ -224,15 +225,11 @@ impl Store {
         let mut in_read_order: Vec<&FamilyStore> = families.values().collect();
         in_read_order.sort_by_key(|family| read_rank(family.info));
         for family in in_read_order {
-            // Sorted on the keys' borrowed labels before any string is copied out.
-            let mut series: Vec<(&Key, &Arc<Series>)> =
+            let series: Vec<(&Key, &Arc<Series>)> =
                 family.series.iter().filter(|(_, series)| series.visible(now, self.config.idle_timeout)).collect();
             if series.is_empty() {
                 continue;
             }
-            series.sort_by(|(a, _), (b, _)| {
-                a.labels().map(|l| (l.key(), l.value())).cmp(b.labels().map(|l| (l.key(), l.value())))
-            });
             let info = family.info;
             out.push(MetricFamily {
                 name: Some(info.exposition.to_owned()),
