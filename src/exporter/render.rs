@@ -1,7 +1,7 @@
 //! Rendering `/metrics` off the async workers, once for all the scrapes that arrive
 //! while a render is under way.
 //!
-//! A render of 10,000 methods takes about a second of CPU: on a runtime worker it would
+//! A render of 10,000 methods takes about half a second of CPU: on a runtime worker it would
 //! stall the gRPC traffic sharing that worker, so it runs on the blocking pool. Scrapes
 //! that ask for the same format and encoding while one render is in flight wait for it
 //! and share its bytes, so a burst of scrapers (several Prometheus replicas, a retry
