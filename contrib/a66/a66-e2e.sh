@@ -54,67 +54,23 @@ here="$repo/contrib/a66"
 profile="${A66_PROFILE:-debug}"
 linger="${A66_LINGER:-60}"
 
-start_us="${EPOCHREALTIME//[.,]/}"
-elapsed() { local ds=$(((${EPOCHREALTIME//[.,]/} - start_us) / 100000)); printf '%d.%d' "$((ds / 10))" "$((ds % 10))"; }
-log() { printf 'a66-e2e [%5ss]: %s\n' "$(elapsed)" "$*"; }
-die() { printf 'a66-e2e: FAIL: %s\n' "$*" >&2; exit 1; }
+. contrib/e2e/lib.sh a66-e2e
+check_profile A66_PROFILE
+require_tools cargo python3 curl timeout
 
-case "$profile" in
-    debug) build_flags=() ;;
-    release) build_flags=(--release) ;;
-    *) die "A66_PROFILE must be debug or release, not '$profile'" ;;
-esac
-for tool in cargo python3 curl timeout; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
-done
-
-# --- Cleanup: whatever happens from here on, stop what was started and remove the temp dir.
-work="$(mktemp -d "${TMPDIR:-/tmp}/tonic-metrics-a66.XXXXXX")"
-pids=()
-cleanup() {
-    local status=$? pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+# --- Cleanup: whatever happens from here on, stop what was started and remove the temp dir
+# (with A66_ARTIFACTS, copy what it holds there first).
+on_cleanup() {
     if [ -n "${A66_ARTIFACTS:-}" ]; then
         mkdir -p "$A66_ARTIFACTS" &&
             find "$work" -maxdepth 1 -type f \( -name '*.txt' -o -name '*.json' -o -name '*.log' -o -name '*.out' \) \
                 -exec cp {} "$A66_ARTIFACTS"/ \; || true
     fi
-    rm -rf "$work"
-    exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# On failure, the logs are the first thing to look at.
-show_logs() {
-    local file
-    for file in "$work"/*.log "$work"/*.out; do
-        [ -f "$file" ] || continue
-        echo "---- $(basename "$file") (last 20 lines)"
-        tail -n 20 "$file"
-    done >&2
-}
+start_work tonic-metrics-a66
 
 # --- Build (the default target dir unless CARGO_TARGET_DIR says otherwise).
-log "building the server and a66_client examples ($profile)"
-cargo build --quiet "${build_flags[@]}" --example server --example a66_client
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-bin="$target_dir/$profile/examples"
-for example in server a66_client; do
-    [ -x "$bin/$example" ] || die "no $example binary in $bin"
-done
+build_examples server a66_client
 
 # --- The official side: a virtualenv with grpc-python and its OpenTelemetry plugin.
 venv="${A66_VENV:-$work/venv}"
@@ -135,8 +91,7 @@ if ! timeout 300 "$venv/bin/pip" install --disable-pip-version-check --no-input 
     fi
     die "pip install -r contrib/a66/requirements.txt failed (see above); this check does not skip"
 fi
-pip_ds=$(((${EPOCHREALTIME//[.,]/} - pip_start) / 100000))
-pip_seconds="$((pip_ds / 10)).$((pip_ds % 10))"
+pip_seconds="$(elapsed "$pip_start")"
 log "pip install: ${pip_seconds} s ($("$venv/bin/python" -c 'from importlib.metadata import version as v; print("grpcio", v("grpcio"), "grpcio-observability", v("grpcio-observability"), "opentelemetry-sdk", v("opentelemetry-sdk"), "opentelemetry-exporter-prometheus", v("opentelemetry-exporter-prometheus"))'))"
 py="$venv/bin/python"
 official="$here/official.py"
@@ -145,20 +100,6 @@ timeout 60 "$py" "$official" --stubs >"$work/stubs.log" 2>&1 ||
     { cat "$work/stubs.log" >&2; die "cannot generate the Python stubs from testing/proto/echo.proto"; }
 
 # --- Helpers.
-# ready_line FILE PATTERN: the first line of FILE matching PATTERN, within 15 s.
-ready_line() {
-    local file="$1" pattern="$2" line
-    for _ in $(seq 150); do
-        line="$(grep -m1 -E "$pattern" "$file" 2>/dev/null || true)"
-        if [ -n "$line" ]; then
-            printf '%s\n' "$line"
-            return 0
-        fi
-        sleep 0.1
-    done
-    show_logs
-    die "no line matching '$pattern' in $(basename "$file") within 15 s"
-}
 # scrape URL NAME: NAME.txt (Prometheus text) and NAME.om.txt (OpenMetrics).
 scrape() {
     curl -fsS --max-time 10 "$1" >"$work/$2.txt" || { show_logs; die "cannot scrape $1"; }
@@ -189,17 +130,14 @@ PY
 export A66_HERE="$here"
 
 # --- The two servers, each on ephemeral ports it prints.
-"$py" -u "$official" --serve 0 --metrics-port 0 --buckets a66 >"$work/py-server.out" 2>"$work/py-server.log" &
-pids+=("$!")
-RUST_LOG=warn "$bin/server" --naming grpc --host 127.0.0.1 --port 0 --metrics-port 0 \
-    >"$work/rs-server.out" 2>"$work/rs-server.log" &
-pids+=("$!")
+start_process py-server "$py" -u "$official" --serve 0 --metrics-port 0 --buckets a66
+RUST_LOG=warn start_process rs-server "$bin/server" --naming grpc --host 127.0.0.1 --port 0 --metrics-port 0
 # "serving on 127.0.0.1:P, metrics on http://127.0.0.1:M/metrics"
-line="$(ready_line "$work/py-server.log" '^serving on ')"
+line="$(wait_for_line "$work/py-server.log" '^serving on ')"
 py_grpc="$(sed -E 's/^serving on ([^,]+),.*/\1/' <<<"$line")"
 py_metrics="$(sed -nE 's|.*metrics on (http://[^ ]+/metrics).*|\1|p' <<<"$line")"
 # "gRPC listening on 127.0.0.1:P; metrics on http://127.0.0.1:M/metrics"
-line="$(ready_line "$work/rs-server.out" '^gRPC listening on ')"
+line="$(wait_for_line "$work/rs-server.out" '^gRPC listening on ')"
 rs_grpc="$(sed -E 's/^gRPC listening on ([^;]+);.*/\1/' <<<"$line")"
 rs_metrics="$(sed -nE 's|.*metrics on (http://[^ ]+/metrics).*|\1|p' <<<"$line")"
 [ -n "$py_metrics" ] && [ -n "$rs_metrics" ] || die "a server has no metrics listener"
@@ -228,22 +166,14 @@ scrape "$rs_metrics" rs-server-after
 # --- 2. The crate's client against the official server: it serves its metrics until the
 # scrape is done (SIGTERM) or --linger elapses.
 log "the crate's client (examples/a66_client.rs) -> the official server"
-RUST_LOG=warn "$bin/a66_client" --target "$py_grpc" --metrics-port 0 --linger "$linger" \
-    >"$work/rs-client.out" 2>"$work/rs-client.log" &
+RUST_LOG=warn start_process rs-client "$bin/a66_client" --target "$py_grpc" --metrics-port 0 --linger "$linger"
 rs_client="$!"
-pids+=("$rs_client")
-rs_client_metrics="$(ready_line "$work/rs-client.out" '^metrics on ' | sed -E 's/^metrics on //')"
-ready_line "$work/rs-client.out" '^TRAFFIC DONE' >/dev/null
+rs_client_metrics="$(wait_for_line "$work/rs-client.out" '^metrics on ' | sed -E 's/^metrics on //')"
+wait_for_line "$work/rs-client.out" '^TRAFFIC DONE' >/dev/null
 grep -m1 '^{' "$work/rs-client.out" >"$work/rs-client.calls.json" || die "the crate's client printed no call summary"
 scrape "$rs_client_metrics" rs-client
-kill -TERM "$rs_client" 2>/dev/null || true
-for _ in $(seq 50); do
-    kill -0 "$rs_client" 2>/dev/null || break
-    sleep 0.1
-done
-kill -KILL "$rs_client" 2>/dev/null || true
 rs_client_status=0
-wait "$rs_client" || rs_client_status=$?
+stop_processes "$rs_client" || rs_client_status=$?
 printf '%s\n' "$rs_client_status" >"$work/rs-client.status"
 wait_calls "$py_metrics" 26
 scrape "$py_metrics" py-server-after-rs-client
@@ -541,12 +471,6 @@ with open(os.path.join(work, "counts"), "w") as f:
     f.write(f"{len(passed)} {len(failed)}\n")
 PY
 set -e
-read -r passed failed <"$work/counts" 2>/dev/null || { passed=0; failed=1; }
+add_counts "$work/counts"
 log "pip install took ${pip_seconds} s"
-if [ "$failed" -ne 0 ]; then
-    show_logs
-    echo "a66-e2e: $passed passed, $failed failed"
-    exit 1
-fi
-log "all checks passed; stopping everything"
-echo "a66-e2e: $passed passed, 0 failed"
+finish

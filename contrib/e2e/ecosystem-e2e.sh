@@ -67,18 +67,8 @@ server_job="ecosystem-server"
 client_job="ecosystem-client"
 queries="$repo/contrib/e2e/ecosystem/queries.yml"
 
-start_us="${EPOCHREALTIME//[.,]/}"
-log() {
-    local ds=$(((${EPOCHREALTIME//[.,]/} - start_us) / 100000))
-    printf 'ecosystem-e2e [%3d.%ds]: %s\n' "$((ds / 10))" "$((ds % 10))" "$*"
-}
-die() { printf 'ecosystem-e2e: FAIL: %s\n' "$*" >&2; exit 1; }
-
-case "$profile" in
-    debug) build_flags=() ;;
-    release) build_flags=(--release) ;;
-    *) die "E2E_PROFILE must be debug or release, not '$profile'" ;;
-esac
+. contrib/e2e/lib.sh ecosystem-e2e
+check_profile E2E_PROFILE
 case "$format" in
     negotiated) params="" ;;
     text) params="    params: {format: [text]}" ;;
@@ -88,54 +78,10 @@ case "$rounds" in
     '' | *[!0-9]*) die "E2E_ROUNDS must be a number, not '$rounds'" ;;
 esac
 [ "$rounds" -ge 5 ] && [ "$rounds" -le 50 ] || die "E2E_ROUNDS must be within 5..50, not $rounds"
-for tool in cargo python3 curl; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
-done
+require_tools cargo python3 curl
 [ -f "$queries" ] || die "no $queries"
-prometheus="${PROMETHEUS:-$(command -v prometheus || true)}"
-if [ -z "$prometheus" ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing Debian's prometheus"
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-        prometheus="$(command -v prometheus)"
-    else
-        die "prometheus not found (apt-get install --no-install-recommends prometheus, or set PROMETHEUS)"
-    fi
-fi
-
-# --- Cleanup: whatever happens from here on, stop what was started and remove the temp dir.
-work="$(mktemp -d "${TMPDIR:-/tmp}/tonic-metrics-ecosystem-e2e.XXXXXX")"
-pids=()
-cleanup() {
-    local status=$? pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# On failure, the logs are the first thing to look at (on stderr).
-show_logs() {
-    local file
-    for file in "$work"/*.log "$work"/*.out; do
-        [ -f "$file" ] || continue
-        echo "---- $(basename "$file") (last 20 lines)"
-        tail -n 20 "$file"
-    done >&2
-}
+find_prometheus
+start_work tonic-metrics-ecosystem-e2e
 
 # Queries, checks and waits: python3 with the standard library only. The first argument
 # is the command; queries.yml is read with a small parser of the YAML subset it is
@@ -405,38 +351,16 @@ summary="$(py validate)" || exit 1
 log "queries: $summary"
 
 # --- Build (the default target dir unless CARGO_TARGET_DIR says otherwise).
-log "building the server, loadgen and demo examples ($profile)"
-cargo build --quiet "${build_flags[@]}" --example server --example loadgen --example demo
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-bin="$target_dir/$profile/examples"
-for example in server loadgen demo; do
-    [ -x "$bin/$example" ] || die "no $example binary in $bin"
-done
+build_examples server loadgen demo
 
 # --- The example server and the demo. Port 0 for every listener: each binds an ephemeral
 # port and prints it in its ready line, so there is no race between picking and binding.
-ready_line() {
-    local name="$1" pattern="$2" line
-    for _ in $(seq 150); do
-        line="$(grep -m1 "$pattern" "$work/$name.out" 2>/dev/null || true)"
-        if [ -n "$line" ]; then
-            printf '%s\n' "$line"
-            return 0
-        fi
-        sleep 0.1
-    done
-    show_logs
-    die "$name printed no ready line within 15 s"
-}
-RUST_LOG=warn "$bin/server" --host 127.0.0.1 --port 0 --metrics-port 0 >"$work/server.out" 2>"$work/server.log" &
-pids+=("$!")
-RUST_LOG=warn "$bin/demo" --port 0 --metrics-port 0 --duration "$demo_seconds" >"$work/demo.out" 2>"$work/demo.log" &
-pids+=("$!")
-line="$(ready_line server '^gRPC listening on ')"
+RUST_LOG=warn start_process server "$bin/server" --host 127.0.0.1 --port 0 --metrics-port 0
+RUST_LOG=warn start_process demo "$bin/demo" --port 0 --metrics-port 0 --duration "$demo_seconds"
+line="$(wait_for_line "$work/server.out" '^gRPC listening on ' server)"
 grpc="$(sed -E 's/^gRPC listening on ([^;]+);.*/\1/' <<<"$line")"
 metrics="$(sed -nE 's|.*metrics on http://([^/]+)/metrics.*|\1|p' <<<"$line")"
-demo_metrics="$(ready_line demo '^gRPC on ' | sed -nE 's|.*metrics on http://([^/]+)/metrics.*|\1|p')"
+demo_metrics="$(wait_for_line "$work/demo.out" '^gRPC on ' demo | sed -nE 's|.*metrics on http://([^/]+)/metrics.*|\1|p')"
 [ -n "$metrics" ] || die "the server has no metrics listener: '$line'"
 [ -n "$demo_metrics" ] || die "the demo printed no metrics address"
 log "server: gRPC $grpc, metrics $metrics; demo: metrics $demo_metrics (client traffic for ${demo_seconds} s)"
@@ -463,26 +387,10 @@ $params
         regex: 'grpc_server_.*'
         action: drop
 EOF
-for attempt in 1 2 3; do
-    prom_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-    prom="http://127.0.0.1:$prom_port"
-    "$prometheus" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
-        --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
-    pids+=("$!")
-    prom_pid="$!"
-    prom_up=""
-    for _ in $(seq 150); do
-        if curl -fsS "$prom/-/ready" >/dev/null 2>&1; then prom_up=1; break; fi
-        kill -0 "$prom_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -n "$prom_up" ] && break
-    kill "$prom_pid" 2>/dev/null || true
-    [ "$attempt" -lt 3 ] || { show_logs; die "prometheus did not start (three ports tried)"; }
-    log "prometheus did not start on port $prom_port; trying another"
-done
+start_prometheus prometheus
+prom="${prom_url[prometheus]}"
 export PROM="$prom"
-log "prometheus $("$prometheus" --version 2>&1 | head -n1 | awk '{print $3}') on $prom (exposition format: $format)"
+log "prometheus $(prometheus_version) on $prom (exposition format: $format)"
 py wait-up || { show_logs; exit 1; }
 log "both targets up"
 
@@ -542,11 +450,5 @@ py wait-scraped "$(date +%s.%N)" || { show_logs; exit 1; }
 log "phase 2: failures scraped; evaluating"
 py check failing || status=1
 
-read -r passed failed < <(awk '{p += $1; f += $2} END {print p + 0, f + 0}' "$work/counts")
-if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ]; then
-    show_logs
-    echo "ecosystem-e2e: $passed passed, $failed failed"
-    exit 1
-fi
-log "all checks passed; stopping everything"
-echo "ecosystem-e2e: $passed passed, 0 failed"
+add_counts "$work/counts"
+finish "$status"

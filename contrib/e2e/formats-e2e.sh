@@ -63,107 +63,25 @@ slow_requests="${E2E_SLOW_REQUESTS:-10}"
 slow_ms=300
 job="tonic-metrics-formats"
 
-start_us="${EPOCHREALTIME//[.,]/}"
-log() {
-    local ds=$(((${EPOCHREALTIME//[.,]/} - start_us) / 100000))
-    printf 'formats-e2e [%3d.%ds]: %s\n' "$((ds / 10))" "$((ds % 10))" "$*"
-}
-die() { printf 'formats-e2e: FAIL: %s\n' "$*" >&2; exit 1; }
-
-case "$profile" in
-    debug) build_flags=() ;;
-    release) build_flags=(--release) ;;
-    *) die "E2E_PROFILE must be debug or release, not '$profile'" ;;
-esac
-for tool in cargo python3 curl; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
-done
-prometheus="${PROMETHEUS:-$(command -v prometheus || true)}"
-if [ -z "$prometheus" ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing Debian's prometheus"
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-        prometheus="$(command -v prometheus)"
-    else
-        die "prometheus not found (apt-get install --no-install-recommends prometheus, or set PROMETHEUS)"
-    fi
-fi
+. contrib/e2e/lib.sh formats-e2e
+check_profile E2E_PROFILE
+require_tools cargo python3 curl
+find_prometheus
 promtool="${PROMTOOL:-$(command -v promtool || true)}"
 [ -n "$promtool" ] || die "promtool not found (it comes with Debian's prometheus; or set PROMTOOL)"
-prom_version="$("$prometheus" --version 2>&1 | head -n1 | awk '{print $3}')"
+prom_version="$(prometheus_version)"
+start_work tonic-metrics-formats
 
-# --- Cleanup: whatever happens from here on, stop what was started and remove the temp dir.
-work="$(mktemp -d "${TMPDIR:-/tmp}/tonic-metrics-formats.XXXXXX")"
-pids=()
-cleanup() {
-    local status=$? pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# On failure, the logs are the first thing to look at (on stderr: some callers run in $(...)).
-show_logs() {
-    local file
-    for file in "$work"/*.log "$work"/*.out; do
-        [ -f "$file" ] || continue
-        echo "---- $(basename "$file") (last 20 lines)"
-        tail -n 20 "$file"
-    done >&2
-}
-
-# Every check, from bash or python, appends "PASS name" or "FAIL name" here.
+# The python checks append "PASS name" or "FAIL name" here, one line each.
 results="$work/results"
 : >"$results"
-record() { # record PASS|FAIL name detail
-    printf '%s  %s: %s\n' "$1" "$2" "$3"
-    printf '%s %s\n' "$1" "$2" >>"$results"
-}
 
 # --- Build (the default target dir unless CARGO_TARGET_DIR says otherwise).
-log "building the server and loadgen examples ($profile)"
-cargo build --quiet "${build_flags[@]}" --example server --example loadgen
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-bin="$target_dir/$profile/examples"
-for example in server loadgen; do
-    [ -x "$bin/$example" ] || die "no $example binary in $bin"
-done
-
-# Waits (bounded) for a line matching a pattern in a file, and prints it.
-ready_line() {
-    local file="$1" pattern="$2" what="$3" line
-    for _ in $(seq 150); do
-        line="$(grep -m1 "$pattern" "$file" 2>/dev/null || true)"
-        if [ -n "$line" ]; then
-            printf '%s\n' "$line"
-            return 0
-        fi
-        sleep 0.1
-    done
-    show_logs
-    die "$what printed no ready line within 15 s"
-}
+build_examples server loadgen
 
 # --- The server. Port 0 for both listeners: no race between picking a port and binding it.
-RUST_LOG=warn "$bin/server" --host 127.0.0.1 --port 0 --metrics-port 0 --native-histograms \
-    >"$work/server.out" 2>"$work/server.log" &
-pids+=("$!")
-line="$(ready_line "$work/server.out" '^gRPC listening on ' server)"
+RUST_LOG=warn start_process server "$bin/server" --host 127.0.0.1 --port 0 --metrics-port 0 --native-histograms
+line="$(wait_for_line "$work/server.out" '^gRPC listening on ' server)"
 # "gRPC listening on 127.0.0.1:P; metrics on http://127.0.0.1:M/metrics"
 grpc="$(sed -E 's/^gRPC listening on ([^;]+);.*/\1/' <<<"$line")"
 metrics="$(sed -nE 's|.*metrics on http://([^/]+)/metrics.*|\1|p' <<<"$line")"
@@ -196,9 +114,8 @@ server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 print(f"capturing on 127.0.0.1:{server.server_address[1]}", flush=True)
 server.serve_forever()
 PY
-python3 "$work/capture.py" "$work" >"$work/capture.out" 2>"$work/capture.log" &
-pids+=("$!")
-capture="$(ready_line "$work/capture.out" '^capturing on ' 'the capture server' | sed 's/^capturing on //')"
+start_process capture python3 "$work/capture.py" "$work"
+capture="$(wait_for_line "$work/capture.out" '^capturing on ' 'the capture server' | sed 's/^capturing on //')"
 
 # --- Three Prometheus servers, each scraping the server (and the capture server) every second.
 write_config() { # write_config NAME PARAMS_YAML
@@ -224,47 +141,15 @@ write_config B ""
 write_config C "    params:
       format: [text]"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-declare -A prom_url prom_pid
-launch_prometheus() { # launch_prometheus NAME ATTEMPT
-    local name="$1" attempt="$2" port flags=()
-    case "$name" in
-        A) flags=(--enable-feature=exemplar-storage) ;;
-        B) flags=(--enable-feature=native-histograms,exemplar-storage) ;;
-        C) flags=() ;;
-    esac
-    port="$(free_port)"
-    "$prometheus" --config.file="$work/prometheus-$name.yml" --storage.tsdb.path="$work/data-$name-$attempt" \
-        --web.listen-address="127.0.0.1:$port" --log.level=warn "${flags[@]}" \
-        >>"$work/prometheus-$name.log" 2>&1 &
-    pids+=("$!")
-    prom_pid[$name]="$!"
-    prom_url[$name]="http://127.0.0.1:$port"
-}
-# The port is free when picked but could be taken before Prometheus binds it: if
-# Prometheus exits, try another (three attempts).
-await_prometheus() { # await_prometheus NAME
-    local name="$1" attempt
-    for attempt in 1 2 3; do
-        for _ in $(seq 150); do
-            curl -fsS "${prom_url[$name]}/-/ready" >/dev/null 2>&1 && return 0
-            kill -0 "${prom_pid[$name]}" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill "${prom_pid[$name]}" 2>/dev/null || true
-        [ "$attempt" -lt 3 ] || { show_logs; die "prometheus $name did not start (three ports tried)"; }
-        log "prometheus $name did not start on ${prom_url[$name]}; trying another port"
-        launch_prometheus "$name" "$((attempt + 1))"
-    done
-}
-for name in A B C; do launch_prometheus "$name" 1; done
-for name in A B C; do await_prometheus "$name"; done
-log "prometheus $prom_version: A ${prom_url[A]} (exemplar-storage), B ${prom_url[B]} (native-histograms,exemplar-storage), C ${prom_url[C]} (format=text)"
+launch_prometheus prometheus-A --enable-feature=exemplar-storage
+launch_prometheus prometheus-B --enable-feature=native-histograms,exemplar-storage
+launch_prometheus prometheus-C
+for name in A B C; do await_prometheus "prometheus-$name"; done
+log "prometheus $prom_version: A ${prom_url[prometheus-A]} (exemplar-storage), B ${prom_url[prometheus-B]} (native-histograms,exemplar-storage), C ${prom_url[prometheus-C]} (format=text)"
 
 # Queries, waits and checks: python3 with the standard library only.
-export PROM_A="${prom_url[A]}" PROM_B="${prom_url[B]}" PROM_C="${prom_url[C]}" JOB="$job" METRICS="$metrics"
+export PROM_A="${prom_url[prometheus-A]}" PROM_B="${prom_url[prometheus-B]}" PROM_C="${prom_url[prometheus-C]}"
+export JOB="$job" METRICS="$metrics"
 export WORK="$work" RESULTS="$results" SLEEP_MS="$sleep_ms" SLOW_MS="$slow_ms" PROM_VERSION="$prom_version"
 py() { python3 - "$@" <<'PY'
 import gzip, json, math, os, re, sys, time, urllib.parse, urllib.request
@@ -781,12 +666,5 @@ log "a scrape after the traffic on A, B and C"
 
 py check "$traffic_start" "$traffic_end" || record FAIL "checks" "the checks stopped: see above"
 
-passed="$(grep -c '^PASS' "$results" || true)"
-failed="$(grep -c '^FAIL' "$results" || true)"
-if [ "$failed" -ne 0 ]; then
-    show_logs
-    echo "formats-e2e: $passed passed, $failed failed"
-    exit 1
-fi
-log "all checks passed; stopping everything"
-echo "formats-e2e: $passed passed, 0 failed"
+add_counts "$results"
+finish

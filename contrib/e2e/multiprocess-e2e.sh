@@ -74,27 +74,14 @@ idle_kills="${E2E_IDLE_KILLS:-3}"
 interval=1
 
 now() { local t="${EPOCHREALTIME/,/.}"; printf '%s\n' "$t"; }
-start_us="${EPOCHREALTIME//[.,]/}"
-log() {
-    local ds=$(((${EPOCHREALTIME//[.,]/} - start_us) / 100000))
-    printf 'multiprocess-e2e [%3d.%ds]: %s\n' "$((ds / 10))" "$((ds % 10))" "$*"
-}
-die() { printf 'multiprocess-e2e: FAIL: %s\n' "$*" >&2; exit 1; }
 
-case "$profile" in
-    debug) build_flags=() ;;
-    release) build_flags=(--release) ;;
-    *) die "E2E_PROFILE must be debug or release, not '$profile'" ;;
-esac
+. contrib/e2e/lib.sh multiprocess-e2e
+check_profile E2E_PROFILE
 [ "$(uname -s)" = Linux ] || die "needs Linux (SO_REUSEPORT, /proc)"
-for tool in cargo python3; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
-done
+require_tools cargo python3
 [ "$workers" -ge 2 ] || die "E2E_WORKERS must be at least 2"
 [ "$idle_kills" -ge 1 ] && [ "$idle_kills" -le "$workers" ] || die "E2E_IDLE_KILLS must be in 1..E2E_WORKERS"
 
-# --- Cleanup: whatever happens from here on, stop what was started and remove the temp dir.
-work="$(mktemp -d "${TMPDIR:-/tmp}/tonic-metrics-mp-e2e.XXXXXX")"
 server_pid="" monitor_pid="" bursts_pid="" grpc_port=""
 
 # The direct children of a process (from /proc: the field after the command's ')').
@@ -118,16 +105,10 @@ is_our_worker() {
     cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
     [[ "$cmdline" == *" --worker "* && "$cmdline" == *" --port=$grpc_port "* ]]
 }
-wait_gone() { # pid, tenths of a second
-    local pid="$1" i
-    for ((i = 0; i < $2; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    return 1
-}
-cleanup() {
-    local status=$? pid
+# On exit, whatever happens (lib.sh's cleanup, before it removes the temp dir): stop the
+# loadgen runs, the supervisor and any worker left, and the scraper.
+on_cleanup() {
+    local pid
     touch "$work/stop-bursts" "$work/stop-monitor"
     if [ -n "$bursts_pid" ]; then
         for pid in $(children_of "$bursts_pid"); do kill -TERM "$pid" 2>/dev/null || true; done
@@ -149,32 +130,20 @@ cleanup() {
         wait_gone "$monitor_pid" 30 || kill -TERM "$monitor_pid" 2>/dev/null || true
     fi
     wait 2>/dev/null || true
-    if [ "${E2E_KEEP:-0}" = 1 ]; then echo "multiprocess-e2e: kept $work" >&2; else rm -rf "$work"; fi
-    exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# --- Cleanup: whatever happens from here on, stop what was started and remove the temp dir
+# (kept with E2E_KEEP=1).
+start_work tonic-metrics-mp-e2e
+keep_work="${E2E_KEEP:-0}"
+# On failure: the last 30 lines of these logs, the empty ones left out.
+log_files=("$work"/server.log "$work"/server.out "$work"/loadgen.log "$work"/monitor.log)
+log_lines=30
+log_skip_empty=1
 
-show_logs() {
-    local file
-    for file in "$work"/server.log "$work"/server.out "$work"/loadgen.log "$work"/monitor.log; do
-        [ -s "$file" ] || continue
-        echo "---- $(basename "$file") (last 30 lines)"
-        tail -n 30 "$file"
-    done >&2
-}
 mark() { printf '%s %s\n' "$1" "$(now)" >>"$work/marks"; }
 
 # --- Build.
-log "building the server and loadgen examples ($profile)"
-cargo build --quiet "${build_flags[@]}" --example server --example loadgen
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-bin="$target_dir/$profile/examples"
-for example in server loadgen; do
-    [ -x "$bin/$example" ] || die "no $example binary in $bin"
-done
+build_examples server loadgen
 
 # --- The supervisor and its workers. Info logs: the supervisor's "worker exited;
 # restarting it" and "worker started" lines are evidence; no per-RPC line is at info.
@@ -182,14 +151,7 @@ mkdir "$work/mp"
 RUST_LOG=info "$bin/server" --host 127.0.0.1 --port 0 --metrics-port 0 --workers "$workers" \
     --multiproc-dir "$work/mp" >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
-line=""
-for _ in $(seq 200); do
-    line="$(grep -m1 '^gRPC listening on ' "$work/server.out" 2>/dev/null || true)"
-    [ -n "$line" ] && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$line" ] || { show_logs; die "the server printed no ready line within 20 s"; }
+line="$(wait_for_line "$work/server.out" '^gRPC listening on ' 'the server' 20 "$server_pid")"
 # "gRPC listening on 127.0.0.1:P (4 workers, pids [a, b, c, d]); metrics on http://127.0.0.1:M/metrics"
 grpc="$(sed -nE 's/^gRPC listening on ([^ ;]+) .*/\1/p' <<<"$line")"
 metrics="$(sed -nE 's|.*metrics on http://([^/]+)/metrics.*|\1|p' <<<"$line")"
@@ -882,17 +844,7 @@ export FIRST_PIDS="[$first_pids]" RESTARTED="$restarted" VICTIM="$victim" BURST=
 export QUIET_VICTIMS="${quiet_victims[*]}" QUIET_RESTARTED="${quiet_restarted[*]}"
 status=0
 py check || status=1
-read -r passed failed <"$work/counts" 2>/dev/null || { passed=0; failed=1; status=1; }
-result() { # ok?, name, detail
-    if [ "$1" = 1 ]; then
-        echo "PASS  $2: $3"
-        passed=$((passed + 1))
-    else
-        echo "FAIL  $2: $3"
-        failed=$((failed + 1))
-        status=1
-    fi
-}
+add_counts "$work/counts"
 
 # The group directory: one snapshot per live process (supervisor and workers), one archive.
 mapfile -t snaps < <(cd "$groupdir" && ls -1 -- *.snap 2>/dev/null)
@@ -902,16 +854,16 @@ for file in "${snaps[@]}"; do
     [ "$file" = archive.snap ] && continue
     printf '%s\n' "${live[@]}" | grep -qx "${file%%-*}" || stray+=("$file")
 done
-ok=0
-if [ "${#snaps[@]}" -eq $((workers + 2)) ] && [ "${#stray[@]}" -eq 0 ] && [ -e "$groupdir/archive.snap" ]; then ok=1; fi
-result "$ok" "group directory" "${#snaps[@]} snapshots (${snaps[*]}) for ${#live[@]} live processes + archive.snap; of dead processes: ${stray[*]:-none}"
+ok=FAIL
+if [ "${#snaps[@]}" -eq $((workers + 2)) ] && [ "${#stray[@]}" -eq 0 ] && [ -e "$groupdir/archive.snap" ]; then ok=PASS; fi
+record "$ok" "group directory" "${#snaps[@]} snapshots (${snaps[*]}) for ${#live[@]} live processes + archive.snap; of dead processes: ${stray[*]:-none}"
 restarts="$(grep -c 'worker exited; restarting it' "$work/server.log" || true)"
-result "$([ "$restarts" -eq $((1 + idle_kills)) ] && echo 1 || echo 0)" "restarts" \
+record "$([ "$restarts" -eq $((1 + idle_kills)) ] && echo PASS || echo FAIL)" "restarts" \
     "the supervisor logged $restarts restarts for the $((1 + idle_kills)) SIGKILLs ($victim -> $restarted; idle: ${quiet_victims[*]} -> ${quiet_restarted[*]})"
 
 # No false alarm: the only warnings expected are the supervisor's, about the workers killed.
 mapfile -t warnings < <(grep -E ' (WARN|ERROR) ' "$work/server.log" | grep -v 'worker exited; restarting it' || true)
-result "$([ "${#warnings[@]}" -eq 0 ] && echo 1 || echo 0)" "no spurious warning" \
+record "$([ "${#warnings[@]}" -eq 0 ] && echo PASS || echo FAIL)" "no spurious warning" \
     "$([ "${#warnings[@]}" -eq 0 ] && echo "the only warnings logged are the supervisor's $restarts restarts" ||
         printf '%s warning(s) besides the restarts, first: %s' "${#warnings[@]}" "${warnings[0]#* }")"
 
@@ -928,7 +880,7 @@ if [ "$exited" = 1 ]; then
     wait "$server_pid" && code=0 || code=$?
     server_pid=""
 fi
-result "$([ "$exited" = 1 ] && [ "$code" = 0 ] && [ "$elapsed_ms" -lt 10000 ] && echo 1 || echo 0)" "SIGTERM" \
+record "$([ "$exited" = 1 ] && [ "$code" = 0 ] && [ "$elapsed_ms" -lt 10000 ] && echo PASS || echo FAIL)" "SIGTERM" \
     "the supervisor exited ${code:+with status $code }after $elapsed_ms ms (grace for the workers: 10000 ms)$([ "$exited" = 1 ] || echo '; still running after 15 s')"
 left=()
 for pid in $(sort -u "$work/worker-pids") "${last_workers[@]}"; do
@@ -939,13 +891,7 @@ for stat in /proc/[0-9]*/cmdline; do
     pid="${pid%/cmdline}"
     if is_our_worker "$pid" && ! printf '%s\n' "${left[@]}" | grep -qx "$pid"; then left+=("$pid"); fi
 done
-result "$([ "${#left[@]}" -eq 0 ] && echo 1 || echo 0)" "no server process left" \
+record "$([ "${#left[@]}" -eq 0 ] && echo PASS || echo FAIL)" "no server process left" \
     "$(sort -u "$work/worker-pids" | wc -l) worker pids seen over the run, ${#left[@]} still running${left[*]:+: ${left[*]}}"
 
-if [ "$status" -ne 0 ]; then
-    show_logs
-    echo "multiprocess-e2e: $passed passed, $failed failed"
-    exit 1
-fi
-log "all checks passed"
-echo "multiprocess-e2e: $passed passed, 0 failed"
+finish "$status" "all checks passed"

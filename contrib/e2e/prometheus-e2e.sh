@@ -50,107 +50,26 @@ error_every="${E2E_ERROR_EVERY:-5}"
 error_code="${E2E_ERROR_CODE:-Internal}"
 job="tonic-metrics-e2e"
 
-start_us="${EPOCHREALTIME//[.,]/}"
-log() {
-    local ds=$(((${EPOCHREALTIME//[.,]/} - start_us) / 100000))
-    printf 'e2e [%3d.%ds]: %s\n' "$((ds / 10))" "$((ds % 10))" "$*"
-}
-die() { printf 'e2e: FAIL: %s\n' "$*" >&2; exit 1; }
-
-case "$profile" in
-    debug) build_flags=() ;;
-    release) build_flags=(--release) ;;
-    *) die "E2E_PROFILE must be debug or release, not '$profile'" ;;
-esac
-for tool in cargo python3 curl; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
-done
-prometheus="${PROMETHEUS:-$(command -v prometheus || true)}"
-if [ -z "$prometheus" ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing Debian's prometheus"
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-        prometheus="$(command -v prometheus)"
-    else
-        die "prometheus not found (apt-get install --no-install-recommends prometheus, or set PROMETHEUS)"
-    fi
-fi
-
-# --- Cleanup: whatever happens from here on, stop what was started and remove the temp dir.
-work="$(mktemp -d "${TMPDIR:-/tmp}/tonic-metrics-e2e.XXXXXX")"
-pids=()
-cleanup() {
-    local status=$? pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# On failure, the logs are the first thing to look at (on stderr: some callers run in $(...)).
-show_logs() {
-    local file
-    for file in "$work"/*.log "$work"/*.out; do
-        [ -f "$file" ] || continue
-        echo "---- $(basename "$file") (last 20 lines)"
-        tail -n 20 "$file"
-    done >&2
-}
+. contrib/e2e/lib.sh e2e
+check_profile E2E_PROFILE
+require_tools cargo python3 curl
+find_prometheus
+start_work tonic-metrics-e2e
 
 # --- Build (the default target dir unless CARGO_TARGET_DIR says otherwise).
-log "building the server, loadgen and demo examples ($profile)"
-cargo build --quiet "${build_flags[@]}" --example server --example loadgen --example demo
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-bin="$target_dir/$profile/examples"
-for example in server loadgen demo; do
-    [ -x "$bin/$example" ] || die "no $example binary in $bin"
-done
+build_examples server loadgen demo
 
 # --- Two servers. Port 0 for both listeners: each binds an ephemeral port and prints
 # it in its ready line, so there is no race between picking a port and binding it.
-start_server() {
-    local name="$1"
-    RUST_LOG=warn "$bin/server" --host 127.0.0.1 --port 0 --metrics-port 0 \
-        >"$work/$name.out" 2>"$work/$name.log" &
-    pids+=("$!")
-}
-ready_line() {
-    local name="$1" pattern="${2:-^gRPC listening on }" line
-    for _ in $(seq 150); do
-        line="$(grep -m1 "$pattern" "$work/$name.out" 2>/dev/null || true)"
-        if [ -n "$line" ]; then
-            printf '%s\n' "$line"
-            return 0
-        fi
-        sleep 0.1
-    done
-    show_logs
-    die "$name printed no ready line within 15 s"
-}
-start_server server1
-start_server server2
+RUST_LOG=warn start_process server1 "$bin/server" --host 127.0.0.1 --port 0 --metrics-port 0
+RUST_LOG=warn start_process server2 "$bin/server" --host 127.0.0.1 --port 0 --metrics-port 0
 # The demo (server and instrumented client in one process, 2 s of mixed traffic) gives
 # the dashboard's client panels something to show; it is a job of its own, so the exact
 # checks below, all on the two servers' job, do not see it.
-RUST_LOG=warn "$bin/demo" --port 0 --metrics-port 0 --duration 2 >"$work/demo.out" 2>"$work/demo.log" &
-pids+=("$!")
-line1="$(ready_line server1)"
-line2="$(ready_line server2)"
-demo_metrics="$(ready_line demo '^gRPC on ' | sed -nE 's|.*metrics on http://([^/]+)/metrics.*|\1|p')"
+RUST_LOG=warn start_process demo "$bin/demo" --port 0 --metrics-port 0 --duration 2
+line1="$(wait_for_line "$work/server1.out" '^gRPC listening on ' server1)"
+line2="$(wait_for_line "$work/server2.out" '^gRPC listening on ' server2)"
+demo_metrics="$(wait_for_line "$work/demo.out" '^gRPC on ' demo | sed -nE 's|.*metrics on http://([^/]+)/metrics.*|\1|p')"
 [ -n "$demo_metrics" ] || die "the demo printed no metrics address"
 # "gRPC listening on 127.0.0.1:P; metrics on http://127.0.0.1:M/metrics"
 grpc1="$(sed -E 's/^gRPC listening on ([^;]+);.*/\1/' <<<"$line1")"
@@ -180,27 +99,9 @@ scrape_configs:
     static_configs:
       - targets: ['$demo_metrics']
 EOF
-# The port is free when picked but could be taken before Prometheus binds it: if
-# Prometheus exits, try another (three attempts).
-for attempt in 1 2 3; do
-    prom_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-    prom="http://127.0.0.1:$prom_port"
-    "$prometheus" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
-        --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
-    pids+=("$!")
-    prom_pid="$!"
-    prom_up=""
-    for i in $(seq 150); do
-        if curl -fsS "$prom/-/ready" >/dev/null 2>&1; then prom_up=1; break; fi
-        kill -0 "$prom_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -n "$prom_up" ] && break
-    kill "$prom_pid" 2>/dev/null || true
-    [ "$attempt" -lt 3 ] || { show_logs; die "prometheus did not start (three ports tried)"; }
-    log "prometheus did not start on port $prom_port; trying another"
-done
-log "prometheus $("$prometheus" --version 2>&1 | head -n1 | awk '{print $3}') on $prom"
+start_prometheus prometheus
+prom="${prom_url[prometheus]}"
+log "prometheus $(prometheus_version) on $prom"
 
 # Queries, waits and checks: python3 with the standard library only.
 export PROM="$prom" JOB="$job" GRPC1="$grpc1" GRPC2="$grpc2" METRICS1="$metrics1" METRICS2="$metrics2"
@@ -406,26 +307,17 @@ py wait-scraped "$(date +%s.%N)" || { show_logs; exit 1; }
 
 status=0
 py check "$work/prime.json" "$work/main.json" || status=1
-read -r passed failed <"$work/counts" || { passed=0; failed=1; }
+add_counts "$work/counts"
 
 # The shipped dashboard's queries, run on this Prometheus with its variables set to both
 # jobs: every panel, server and client, must show data.
 if dashboard="$(python3 contrib/grafana/check-dashboard.py --prometheus "$prom" --var job="$job|$job-demo" \
     --var instance='.*' --var service='.*' --var method='.*' --require-data 'grpc_' \
     contrib/grafana/grpc-dashboard.json)"; then
-    echo "PASS  dashboard queries: ${dashboard#ok   }"
-    passed=$((passed + 1))
+    record PASS "dashboard queries" "${dashboard#ok   }"
 else
-    echo "FAIL  dashboard queries:"
+    record FAIL "dashboard queries"
     echo "$dashboard"
-    failed=$((failed + 1))
-    status=1
 fi
 
-if [ "$status" -ne 0 ]; then
-    show_logs
-    echo "e2e: $passed passed, $failed failed"
-    exit 1
-fi
-log "all checks passed; stopping everything"
-echo "e2e: $passed passed, 0 failed"
+finish "$status"
