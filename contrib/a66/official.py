@@ -458,7 +458,7 @@ def run_traffic(target: str) -> list:
         stub = echo_pb2_grpc.EchoStub(channel)
         for kind, method, messages, timeout, expected in TRAFFIC_MIX:
             reqs = [echo_pb2.EchoRequest(message=m) for m in messages]
-            code, responses = "OK", 0
+            code, details, responses = "OK", "", 0
             try:
                 if kind == "unary":
                     getattr(stub, method)(reqs[0], timeout=timeout)
@@ -476,10 +476,10 @@ def run_traffic(target: str) -> list:
                 elif kind == "bidi":
                     responses = sum(1 for _ in getattr(stub, method)(iter(reqs), timeout=timeout))
             except grpc.RpcError as err:
-                code = err.code().name
+                code, details = err.code().name, err.details() or ""
             results.append({"kind": kind, "method": method, "messages": messages,
-                            "timeout": timeout, "code": code, "expected": expected,
-                            "responses": responses})
+                            "timeout": timeout, "code": code, "status_message": details,
+                            "expected": expected, "responses": responses})
     return results
 
 

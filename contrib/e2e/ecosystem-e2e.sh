@@ -89,8 +89,8 @@ start_work tonic-metrics-ecosystem-e2e
 # strings), which refuses anything else.
 export PROM="" SERVER_JOB="$server_job" CLIENT_JOB="$client_job" QUERIES="$queries" WORK="$work"
 py() { python3 - "$@" <<'PY'
-import collections, json, math, os, re, sys, time, urllib.error, urllib.parse, urllib.request
-from datetime import datetime
+import collections, json, math, os, re, sys, time, urllib.error
+from prom_api import api, active_targets, rfc3339 as ts, wait
 
 SELECTOR_LABELS = {"job", "instance", "cluster", "namespace", "name", "prometheus"}
 FIELDS = {"id", "source", "name", "kind", "side", "expr", "substitutions", "signal",
@@ -197,15 +197,7 @@ def prepare(items):
     return items
 
 def get(path, post=False, **params):
-    url = os.environ["PROM"] + path
-    data = urllib.parse.urlencode(params)
-    if not post:
-        url, data = url + ("?" + data if data else ""), None
-    with urllib.request.urlopen(url, data=data and data.encode(), timeout=10) as response:
-        body = json.load(response)
-    if body.get("status") != "success":
-        raise SystemExit(f"{path}: {body}")
-    return body["data"]
+    return api(os.environ["PROM"], path, post=post, **params)
 
 def query(expr):
     try:
@@ -214,26 +206,8 @@ def query(expr):
         return None, f"HTTP {error.code}: {error.read().decode(errors='replace')[:300]}"
     return data["result"], None
 
-def ts(text):  # RFC 3339 with nanoseconds -> epoch seconds
-    text = text.replace("Z", "+00:00")
-    head, _, tail = text.partition(".")
-    if tail:
-        digits = "".join(c for c in tail if c.isdigit())
-        text = f"{head}.{digits[:6]}{tail[len(digits):]}"
-    return datetime.fromisoformat(text).timestamp()
-
-def wait(what, condition, seconds):
-    deadline = time.time() + seconds
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.time() > deadline:
-            raise SystemExit(f"ecosystem-e2e: FAIL: {what} not within {seconds} s")
-        time.sleep(0.1)
-
 def targets():
-    return get("/api/v1/targets", state="active")["activeTargets"]
+    return active_targets(os.environ["PROM"])
 
 def describe(result):
     if result is None:

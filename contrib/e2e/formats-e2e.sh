@@ -152,8 +152,8 @@ export PROM_A="${prom_url[prometheus-A]}" PROM_B="${prom_url[prometheus-B]}" PRO
 export JOB="$job" METRICS="$metrics"
 export WORK="$work" RESULTS="$results" SLEEP_MS="$sleep_ms" SLOW_MS="$slow_ms" PROM_VERSION="$prom_version"
 py() { python3 - "$@" <<'PY'
-import gzip, json, math, os, re, sys, time, urllib.parse, urllib.request
-from datetime import datetime
+import gzip, json, math, os, re, sys, time, urllib.request
+from prom_api import api, active_targets, rfc3339 as ts, wait
 
 PROMS = {name: os.environ[f"PROM_{name}"] for name in "ABC"}
 JOB, WORK, METRICS = os.environ["JOB"], os.environ["WORK"], os.environ["METRICS"]
@@ -162,12 +162,7 @@ SLOW = int(os.environ["SLOW_MS"]) / 1000
 METHOD = 'grpc_method="UnaryEcho"'
 
 def get(prom, path, **params):
-    url = PROMS[prom] + path + ("?" + urllib.parse.urlencode(params) if params else "")
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body = json.load(response)
-    if body.get("status") != "success":
-        raise SystemExit(f"{url}: {body}")
-    return body["data"]
+    return api(PROMS[prom], path, **params)
 
 def query(prom, expr):
     return get(prom, "/api/v1/query", query=expr)["result"]
@@ -176,27 +171,8 @@ def scalar(prom, expr):  # NaN for no result: every comparison with it fails
     result = query(prom, expr)
     return float(result[0]["value"][1]) if result else float("nan")
 
-def ts(text):  # RFC 3339 with nanoseconds -> epoch seconds
-    text = text.replace("Z", "+00:00")
-    head, _, tail = text.partition(".")
-    if tail:
-        digits = "".join(c for c in tail if c.isdigit())
-        zone = tail[len(digits):]
-        text = f"{head}.{digits[:6]}{zone}"
-    return datetime.fromisoformat(text).timestamp()
-
 def targets(prom):
-    return get(prom, "/api/v1/targets", state="active")["activeTargets"]
-
-def wait(what, condition, seconds):
-    deadline = time.time() + seconds
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.time() > deadline:
-            raise SystemExit(f"formats-e2e: FAIL: {what} not within {seconds} s")
-        time.sleep(0.1)
+    return active_targets(PROMS[prom])
 
 def check(name, ok, detail):
     print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")

@@ -2,8 +2,9 @@
 # What the end-to-end scripts (contrib/e2e/*-e2e.sh, contrib/a66/a66-e2e.sh) share: logging,
 # the build of the examples, starting processes and waiting for their ready lines, Debian's
 # `prometheus` on a free loopback port, the cleanup on exit, the logs on failure and the
-# PASS/FAIL tally. Sourced, once the script has `set -euo pipefail` and has cd'd to the
-# repository root, with the name that starts its log lines, failures and closing line:
+# PASS/FAIL tally (prom_api.py, beside it, is what their python checks share). Sourced, once
+# the script has `set -euo pipefail` and has cd'd to the repository root, with the name that
+# starts its log lines, failures and closing line:
 #
 #   . contrib/e2e/lib.sh formats-e2e
 #
@@ -13,6 +14,8 @@
 # script may change after sourcing it. Needs bash 5 (EPOCHREALTIME).
 
 e2e_name="${1:?usage: . contrib/e2e/lib.sh NAME}"
+# The python checks import prom_api.py (beside this file), which names the script in its failures.
+export E2E_NAME="$e2e_name" PYTHONPATH="$PWD/contrib/e2e${PYTHONPATH:+:$PYTHONPATH}"
 e2e_start_us="${EPOCHREALTIME//[.,]/}"
 pids=()
 passed=0

@@ -107,40 +107,16 @@ log "prometheus $(prometheus_version) on $prom"
 export PROM="$prom" JOB="$job" GRPC1="$grpc1" GRPC2="$grpc2" METRICS1="$metrics1" METRICS2="$metrics2"
 export SLEEP_MS="$sleep_ms" WORK="$work"
 py() { python3 - "$@" <<'PY'
-import json, os, sys, time, urllib.parse, urllib.request
-from datetime import datetime
+import json, os, sys, time
+from prom_api import api, active_targets, rfc3339 as ts, wait
 
 PROM, JOB = os.environ["PROM"], os.environ["JOB"]
 
 def get(path, **params):
-    url = PROM + path + ("?" + urllib.parse.urlencode(params) if params else "")
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body = json.load(response)
-    if body.get("status") != "success":
-        raise SystemExit(f"{url}: {body}")
-    return body["data"]
-
-def ts(text):  # RFC 3339 with nanoseconds -> epoch seconds
-    text = text.replace("Z", "+00:00")
-    head, _, tail = text.partition(".")
-    if tail:
-        digits = "".join(c for c in tail if c.isdigit())
-        zone = tail[len(digits):]
-        text = f"{head}.{digits[:6]}{zone}"
-    return datetime.fromisoformat(text).timestamp()
+    return api(PROM, path, **params)
 
 def targets(job=JOB):
-    return [t for t in get("/api/v1/targets", state="active")["activeTargets"] if job is None or t["labels"].get("job") == job]
-
-def wait(what, condition, seconds):
-    deadline = time.time() + seconds
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.time() > deadline:
-            raise SystemExit(f"e2e: FAIL: {what} not within {seconds} s")
-        time.sleep(0.1)
+    return [t for t in active_targets(PROM) if job is None or t["labels"].get("job") == job]
 
 command = sys.argv[1]
 if command == "wait-up":
