@@ -89,8 +89,8 @@ start_work tonic-metrics-ecosystem-e2e
 # strings), which refuses anything else.
 export PROM="" SERVER_JOB="$server_job" CLIENT_JOB="$client_job" QUERIES="$queries" WORK="$work"
 py() { python3 - "$@" <<'PY'
-import collections, json, math, os, re, sys, time, urllib.error
-from prom_api import api, active_targets, rfc3339 as ts, wait
+import collections, math, os, re, sys, urllib.error
+from prom_api import api, active_targets, wait_scraped, wait_up
 
 SELECTOR_LABELS = {"job", "instance", "cluster", "namespace", "name", "prometheus"}
 FIELDS = {"id", "source", "name", "kind", "side", "expr", "substitutions", "signal",
@@ -245,14 +245,9 @@ if command == "validate":
     print(f"{len(items)} expressions from {len(sources)} sources "
           f"({', '.join(f'{s} {n}' for s, n in sources.items())}); {expected} expected empty")
 elif command == "wait-up":
-    def up():
-        ts_ = targets()
-        return len(ts_) == 2 and all(t["health"] == "up" for t in ts_)
-    wait("both targets up", up, 20)
+    wait_up(targets, 2, "both targets up")
 elif command == "wait-scraped":
-    since = float(sys.argv[2])
-    wait("a scrape of both targets after the traffic",
-         lambda: all(t["health"] == "up" and ts(t["lastScrape"]) > since for t in targets()), 10)
+    wait_scraped(targets, float(sys.argv[2]))
 elif command in ("recorded", "code-count"):
     # The server's own /metrics, before Prometheus: UnaryEcho's handled_total by code.
     text = urllib.request.urlopen(f"http://{sys.argv[2]}/metrics", timeout=5).read().decode()

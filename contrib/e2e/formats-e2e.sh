@@ -153,7 +153,7 @@ export JOB="$job" METRICS="$metrics"
 export WORK="$work" RESULTS="$results" SLEEP_MS="$sleep_ms" SLOW_MS="$slow_ms" PROM_VERSION="$prom_version"
 py() { python3 - "$@" <<'PY'
 import gzip, json, math, os, re, sys, time, urllib.request
-from prom_api import api, active_targets, rfc3339 as ts, wait
+from prom_api import api, active_targets, wait
 
 PROMS = {name: os.environ[f"PROM_{name}"] for name in "ABC"}
 JOB, WORK, METRICS = os.environ["JOB"], os.environ["WORK"], os.environ["METRICS"]

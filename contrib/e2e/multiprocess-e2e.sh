@@ -543,7 +543,7 @@ elif command == "check":
     union = set().union(*per_run.values()) if per_run else set()
     check("every worker takes traffic",
           all(len(o) >= min(3, workers) for o in per_run.values()) and set(first_workers) <= union,
-          f"connections per worker pid during each first run: " +
+          "connections per worker pid during each first run: " +
           "; ".join(f"{run}: {dict(sorted(o.items()))}" for run, o in per_run.items()) +
           f" (workers {first_workers})")
     restarted = os.environ["RESTARTED"]

@@ -40,6 +40,21 @@ def rfc3339(text):
     return datetime.fromisoformat(text).timestamp()
 
 
+def wait_up(targets, count, what, seconds=20):
+    """Waits until targets() lists `count` targets, all up."""
+    def up():
+        found = targets()
+        return len(found) == count and all(t["health"] == "up" for t in found)
+    wait(what, up, seconds)
+
+
+def wait_scraped(targets, since, seconds=10):
+    """Waits until every target of targets() is up and was scraped after `since` (epoch
+    seconds)."""
+    wait("a scrape of every target after the traffic",
+         lambda: all(t["health"] == "up" and rfc3339(t["lastScrape"]) > since for t in targets()), seconds)
+
+
 def wait(what, condition, seconds):
     """condition()'s first truthy result, polled every 0.1 s; exits naming `what` after
     `seconds`."""

@@ -108,7 +108,7 @@ export PROM="$prom" JOB="$job" GRPC1="$grpc1" GRPC2="$grpc2" METRICS1="$metrics1
 export SLEEP_MS="$sleep_ms" WORK="$work"
 py() { python3 - "$@" <<'PY'
 import json, os, sys, time
-from prom_api import api, active_targets, rfc3339 as ts, wait
+from prom_api import api, active_targets, rfc3339 as ts, wait, wait_scraped, wait_up
 
 PROM, JOB = os.environ["PROM"], os.environ["JOB"]
 
@@ -120,15 +120,10 @@ def targets(job=JOB):
 
 command = sys.argv[1]
 if command == "wait-up":
-    def up():
-        ts_ = targets(None)
-        return len(ts_) == 3 and all(t["health"] == "up" for t in ts_)
-    wait("all three targets up", up, 20)
+    wait_up(lambda: targets(None), 3, "all three targets up")
 elif command == "wait-scraped":
     # Both targets scraped (and the rules evaluated) after the given time.
-    since = float(sys.argv[2])
-    wait("a scrape of both targets after the traffic",
-         lambda: all(t["health"] == "up" and ts(t["lastScrape"]) > since for t in targets()), 10)
+    wait_scraped(targets, float(sys.argv[2]))
     seen = time.time()
     def evaluated():
         groups = get("/api/v1/rules")["groups"]
