@@ -83,6 +83,14 @@ pub enum Error {
     #[error("invalid histogram buckets {0:?}: give at least one finite boundary, in strictly increasing order")]
     InvalidBuckets(Vec<f64>),
 
+    /// `with_buckets_for_metric` named one of this crate's counters.
+    #[cfg(feature = "exporter")]
+    #[error(
+        "{0:?} is one of this crate's counters, which have no buckets; give with_buckets_for_metric \
+         a histogram's name (such as \"grpc_server_handling_seconds\")"
+    )]
+    NotAHistogram(String),
+
     /// The Pushgateway URL is not one this crate can push to.
     #[cfg(feature = "push-gateway")]
     #[error(

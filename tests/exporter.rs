@@ -344,6 +344,42 @@ async fn promtool_accepts_a_real_scrape() {
 // ---------------------------------------------------------------------------------------
 
 /// The error of a build that must fail.
+#[test]
+fn buckets_by_exposed_name_apply_and_a_counters_name_is_refused() {
+    let recorder = PrometheusExporter::new()
+        .with_buckets_for_metric("grpc_server_handling_seconds", &[0.25, 4.0])
+        .with_global_label("service.name", "checkout")
+        .build_recorder()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::histogram!("grpc_server_handling_seconds", "grpc_method" => "M").record(0.1);
+        metrics::counter!("my_app_jobs_total").increment(1);
+    });
+    let text = recorder.handle().render();
+    assert!(
+        text.contains(r#"grpc_server_handling_seconds_bucket{service_name="checkout",grpc_method="M",le="0.25"} 1"#),
+        "buckets by recorded name, global label names made valid on this crate's series too:\n{text}"
+    );
+    assert!(text.contains(r#"my_app_jobs_total{service_name="checkout"} 1"#), "{text}");
+
+    let recorder = PrometheusExporter::new()
+        .with_buckets_for_metric("rpc_server_call_duration_seconds", &[0.25, 4.0])
+        .build_recorder()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::histogram!("rpc.server.call.duration", "rpc.method" => "S/M").record(0.1);
+    });
+    let text = recorder.handle().render();
+    assert!(text.contains(r#"le="0.25"} 1"#) && text.contains(r#"le="4"} 1"#), "buckets by exposed name:\n{text}");
+
+    for counter in ["grpc_server_handled_total", "grpc.server.call.started", "grpc_server_call_started_total"] {
+        match PrometheusExporter::new().with_buckets_for_metric(counter, &[1.0]).build_recorder() {
+            Err(error @ Error::NotAHistogram(_)) => assert!(error.to_string().contains(counter), "{error}"),
+            other => panic!("{counter}: expected NotAHistogram, got {:?}", other.err()),
+        }
+    }
+}
+
 fn build_err(exporter: PrometheusExporter) -> Error {
     match exporter.build() {
         Ok((_, server)) => panic!("expected an error, but the exporter started on {}", server.local_addr()),

@@ -25,7 +25,7 @@ use crate::{
         self,
         catalogue::{self, FamilyKind, Measure},
     },
-    store::{NativeLayout, Store, StoreConfig},
+    store::{NativeLayout, Store, StoreConfig, sanitize_label_name},
 };
 
 /// Where the metrics listener binds.
@@ -173,9 +173,10 @@ impl PrometheusExporter {
         self
     }
 
-    /// Bucket boundaries for one histogram by its name (as recorded, e.g.
-    /// `"grpc_server_handling_seconds"` or your own `"my_app_job_seconds"`): the last
-    /// word on that histogram. Histograms of the application with no buckets render as
+    /// Bucket boundaries for one histogram by its name (as recorded or as exposed, e.g.
+    /// `"grpc_server_handling_seconds"`, `"rpc.server.call.duration"` or
+    /// `"rpc_server_call_duration_seconds"`, or your own `"my_app_job_seconds"`): the last
+    /// word on that histogram. Naming one of this crate's counters is an error at `build`. Histograms of the application with no buckets render as
     /// summaries, as `metrics-exporter-prometheus` renders them.
     pub fn with_buckets_for_metric(mut self, name: impl Into<String>, buckets: &[f64]) -> Self {
         self.metric_buckets.push((name.into(), buckets.to_vec()));
@@ -263,7 +264,7 @@ impl PrometheusExporter {
     /// The recorder this configuration asks for, unbound and uninstalled.
     ///
     /// # Errors
-    /// [`Error::InvalidBuckets`], [`Error::InvalidNativeSchema`].
+    /// [`Error::InvalidBuckets`], [`Error::NotAHistogram`], [`Error::InvalidNativeSchema`].
     pub fn build_recorder(&self) -> Result<MetricsRecorder, Error> {
         let check = |buckets: &Vec<f64>| {
             let ok =
@@ -302,10 +303,13 @@ impl PrometheusExporter {
         }
         let mut app = PrometheusBuilder::new();
         for (name, buckets) in &self.metric_buckets {
-            match catalogue::family(name) {
-                Some(family) => {
+            let family = catalogue::family(name)
+                .or_else(|| catalogue::FAMILIES.iter().find(|family| family.exposition == name.as_str()));
+            match family {
+                Some(family) if family.kind == FamilyKind::Histogram => {
                     store_buckets.insert(family.name, Arc::from(buckets.as_slice()));
                 }
+                Some(_) => return Err(Error::NotAHistogram(name.clone())),
                 None => {
                     app = app
                         .set_buckets_for_metric(Matcher::Full(name.clone()), buckets)
@@ -317,7 +321,13 @@ impl PrometheusExporter {
             buckets: store_buckets,
             native,
             idle_timeout,
-            global_labels: self.global_labels.clone(),
+            // metrics-exporter-prometheus makes the names valid for the application's
+            // metrics as it renders; the same names on this crate's.
+            global_labels: self
+                .global_labels
+                .iter()
+                .map(|(name, value)| (sanitize_label_name(name), value.clone()))
+                .collect(),
         });
 
         // The application's metrics, as `metrics-exporter-prometheus` keeps them.

@@ -18,19 +18,19 @@ use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 
 use crate::{
     exposition::{self, Format, model::MetricFamily},
-    names::catalogue::FamilyKind,
+    names::catalogue,
     store::Store,
 };
 
-/// Units the application gave in `describe_*`, by metric name, for OpenMetrics' `# UNIT`.
+/// Units the application gave in `describe_*`, by metric name as exposed, for
+/// OpenMetrics' `# UNIT`.
 type Units = Arc<RwLock<HashMap<String, &'static str>>>;
 
 /// The `metrics` recorder of [`PrometheusExporter`](super::PrometheusExporter): install it
 /// globally (what `install()` does) or give it to the layers with `with_recorder`.
 pub struct MetricsRecorder {
-    store: Arc<Store>,
     app: PrometheusRecorder,
-    units: Units,
+    handle: MetricsHandle,
 }
 
 impl fmt::Debug for MetricsRecorder {
@@ -41,19 +41,23 @@ impl fmt::Debug for MetricsRecorder {
 
 impl MetricsRecorder {
     pub(crate) fn new(store: Store, app: PrometheusRecorder) -> Self {
-        Self { store: Arc::new(store), app, units: Units::default() }
+        let handle = MetricsHandle { store: Arc::new(store), app: app.handle(), units: Units::default() };
+        Self { app, handle }
     }
 
     /// A handle that renders what this recorder holds, in any format.
     pub fn handle(&self) -> MetricsHandle {
-        MetricsHandle { store: self.store.clone(), app: self.app.handle(), units: self.units.clone() }
+        self.handle.clone()
     }
 
     fn remember_unit(&self, name: &KeyName, unit: Option<Unit>) {
-        // `count` is no unit in OpenMetrics' sense (a counter's samples are counts).
-        if let Some(unit) = unit.filter(|unit| *unit != Unit::Count) {
-            let mut units = self.units.write().unwrap_or_else(PoisonError::into_inner);
-            units.insert(name.as_str().to_owned(), unit.as_str());
+        // `count` is no unit in OpenMetrics' sense (a counter's samples are counts). This
+        // crate's families carry their units in the catalogue.
+        if let Some(unit) = unit.filter(|unit| *unit != Unit::Count)
+            && catalogue::family(name.as_str()).is_none()
+        {
+            let mut units = self.handle.units.write().unwrap_or_else(PoisonError::into_inner);
+            units.insert(sanitized(name.as_str()), unit.as_str());
         }
     }
 }
@@ -75,8 +79,8 @@ impl Recorder for MetricsRecorder {
     }
 
     fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        if Store::owns(key.name(), FamilyKind::Counter) {
-            return self.store.counter(key).unwrap_or_else(Counter::noop);
+        if let Some(counter) = self.handle.store.counter(key) {
+            return counter;
         }
         self.app.register_counter(key, metadata)
     }
@@ -86,8 +90,8 @@ impl Recorder for MetricsRecorder {
     }
 
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        if Store::owns(key.name(), FamilyKind::Histogram) {
-            return self.store.histogram(key).unwrap_or_else(Histogram::noop);
+        if let Some(histogram) = self.handle.store.histogram(key) {
+            return histogram;
         }
         self.app.register_histogram(key, metadata)
     }
@@ -131,9 +135,9 @@ impl MetricsHandle {
             // OpenMetrics wants a unit only where the name ends with it.
             let name = family.name.as_deref().unwrap_or_default();
             family.unit = units
-                .iter()
-                .find(|(metric, unit)| sanitized(metric) == name && name.ends_with(&format!("_{unit}")))
-                .map(|(_, unit)| (*unit).to_owned());
+                .get(name)
+                .filter(|unit| name.strip_suffix(**unit).is_some_and(|stem| stem.ends_with('_')))
+                .map(|unit| (*unit).to_owned());
         }
         // The store's families come sorted; only the application's need it. Names never
         // clash (this crate's names go to the store), so ordering the families is enough.

@@ -152,10 +152,14 @@ impl HistogramCell {
 
 impl HistogramFn for HistogramCell {
     fn record(&self, value: f64) {
-        // `le` is inclusive: the first bound >= value; NaN and values above every bound
-        // land in `+Inf`.
+        // NaN has no native bucket (the snapshot would then cap it out of the count, for
+        // good) and would make the sum NaN for good; the layers never record one.
+        if value.is_nan() {
+            return;
+        }
+        // `le` is inclusive: the first bound >= value; values above every bound land in
+        // `+Inf`.
         let bucket = self.bounds.partition_point(|bound| *bound < value);
-        let bucket = if value.is_nan() { self.bounds.len() } else { bucket };
         self.buckets[bucket].fetch_add(1, Ordering::Release);
         self.add_to_sum(value);
         if let Some(native) = &self.native {

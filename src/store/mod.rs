@@ -152,11 +152,6 @@ impl Store {
         Self { config, families: RwLock::default() }
     }
 
-    /// The family recorded under `name` with this kind, if it is one of this crate's.
-    pub fn owns(name: &str, kind: FamilyKind) -> bool {
-        catalogue::family(name).is_some_and(|family| family.kind == kind)
-    }
-
     /// The counter of `key`, if its family is one of this crate's counters.
     pub fn counter(&self, key: &Key) -> Option<Counter> {
         Some(Counter::from_arc(self.series(key, FamilyKind::Counter)?))

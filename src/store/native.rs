@@ -43,14 +43,19 @@ impl NativeLayout {
     }
 
     /// The bucket index (`k`) of a value above the zero threshold.
+    #[cfg(test)]
     fn index(&self, value: f64) -> i64 {
+        self.index_within(value, octave_bounds(self.schema))
+    }
+
+    /// [`Self::index`], given this schema's `octave_bounds` (looked up once per series).
+    fn index_within(&self, value: f64, bounds: &[f64]) -> i64 {
         // value = frac * 2^exp with frac in [0.5, 1), as C's frexp; the range keeps `value`
         // a normal float, so the bit fields give frac and exp directly.
         let bits = value.to_bits();
         let exp = i64::try_from((bits >> 52) & 0x7ff).unwrap_or(0) - 1022;
         let frac = f64::from_bits((bits & ((1 << 52) - 1)) | (1022 << 52));
         // The first bound >= frac among 2^(i/2^s - 1), i in 0..2^s: bucket (exp-1)*2^s + i.
-        let bounds = octave_bounds(self.schema);
         let i = bounds.partition_point(|bound| *bound < frac);
         let per_octave = self.per_octave();
         #[allow(clippy::cast_possible_wrap)]
@@ -83,6 +88,11 @@ fn octave_bounds(schema: u8) -> &'static [f64] {
 #[derive(Debug)]
 pub(crate) struct NativeBuckets {
     layout: NativeLayout,
+    // Derived from `layout` once, not per observation.
+    zero_threshold: f64,
+    top: f64,
+    first_index: i64,
+    bounds: &'static [f64],
     zero: AtomicU64,
     /// One block of `2^schema` counters per octave, allocated on its first observation.
     octaves: Box<[OnceLock<Box<[AtomicU64]>>]>,
@@ -90,7 +100,15 @@ pub(crate) struct NativeBuckets {
 
 impl NativeBuckets {
     pub fn new(layout: NativeLayout) -> Self {
-        Self { layout, zero: AtomicU64::new(0), octaves: (0..layout.octaves()).map(|_| OnceLock::new()).collect() }
+        Self {
+            layout,
+            zero_threshold: layout.zero_threshold(),
+            top: 2f64.powi(layout.max_exponent),
+            first_index: layout.first_index(),
+            bounds: octave_bounds(layout.schema),
+            zero: AtomicU64::new(0),
+            octaves: (0..layout.octaves()).map(|_| OnceLock::new()).collect(),
+        }
     }
 
     /// Counts one observation. NaN is not counted here (it has no bucket).
@@ -98,13 +116,12 @@ impl NativeBuckets {
         if value.is_nan() {
             return;
         }
-        if value <= self.layout.zero_threshold() {
+        if value <= self.zero_threshold {
             // Release pairs with the snapshot's Acquire loads: see `HistogramCell::snapshot`.
             self.zero.fetch_add(1, Ordering::Release);
             return;
         }
-        let top = 2f64.powi(self.layout.max_exponent);
-        let offset = self.layout.index(value.min(top)) - self.layout.first_index();
+        let offset = self.layout.index_within(value.min(self.top), self.bounds) - self.first_index;
         let per_octave = self.layout.per_octave();
         // In range by construction: `first_index <= index <= last index`.
         let (Ok(octave), Ok(slot)) = (usize::try_from(offset / per_octave), usize::try_from(offset % per_octave))
@@ -131,12 +148,12 @@ impl NativeBuckets {
                 let count = counter.load(Ordering::Acquire);
                 total += count;
                 #[allow(clippy::cast_possible_wrap)]
-                counts.push((self.layout.first_index() + octave as i64 * per_octave + slot as i64, count));
+                counts.push((self.first_index + octave as i64 * per_octave + slot as i64, count));
             }
         }
         let (spans, deltas) = sparse::encode(counts);
         histogram.schema = Some(i32::from(self.layout.schema));
-        histogram.zero_threshold = Some(self.layout.zero_threshold());
+        histogram.zero_threshold = Some(self.zero_threshold);
         histogram.zero_count = Some(zero);
         histogram.positive_span = spans;
         histogram.positive_delta = deltas;
