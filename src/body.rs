@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::{
-    call::{Call, CallBytes},
+    call::{Call, RequestBytes},
     code::GrpcCode,
     frame::FrameCounter,
     instruments::MethodInstruments,
@@ -36,8 +36,8 @@ pin_project! {
         inner: B,
         frames: FrameCounter,
         method: Option<Arc<MethodInstruments>>,
-        // The call's byte totals (gRPC naming).
-        bytes: Option<Arc<CallBytes>>,
+        // The call's request bytes (gRPC naming).
+        bytes: Option<Arc<RequestBytes>>,
     }
 }
 
@@ -45,7 +45,7 @@ impl<B> RequestBody<B> {
     /// The request body of `call` (`None`: a method that is not recorded).
     pub(crate) fn new(inner: B, call: Option<&Call>) -> Self {
         let (method, bytes) = match call {
-            Some(call) => (Some(call.method().clone()), call.bytes()),
+            Some(call) => (Some(call.method().clone()), call.request_bytes()),
             None => (None, None),
         };
         Self { inner, frames: FrameCounter::new(), method, bytes }
@@ -71,7 +71,7 @@ impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
             if let Some(total) = this.bytes
                 && bytes > 0
             {
-                total.add_request(bytes);
+                total.add(bytes);
             }
         }
         Poll::Ready(frame)

@@ -33,9 +33,9 @@ const DROP_SLACK: Duration = Duration::from_millis(1);
 ///
 /// For a streaming method it also observes the time to its first response message, once,
 /// and only if that message comes before the end: a call that ends without one is not
-/// observed. Under gRPC naming it totals the bytes of the messages both ways in counters it
-/// shares with the request body (the one allocation per call that scheme costs), and
-/// records them at the end.
+/// observed. Under gRPC naming it totals the bytes of the messages both ways, the
+/// request's in a counter it shares with the request body (the one allocation per call
+/// that scheme costs), and records them at the end.
 #[derive(Debug)]
 pub(crate) struct Call {
     method: Arc<MethodInstruments>,
@@ -47,28 +47,27 @@ pub(crate) struct Call {
     finished: bool,
     /// The time to the first response message is still to be observed.
     awaiting_first_message: bool,
-    /// gRPC naming: the call's message bytes, the request's counted by the request body.
-    bytes: Option<Arc<CallBytes>>,
+    /// gRPC naming: the request's message bytes so far, counted by the request body.
+    request_bytes: Option<Arc<RequestBytes>>,
+    /// gRPC naming: the response's message bytes so far (only this call sees them).
+    response_bytes: u64,
 }
 
-/// The message bytes of one call so far, both ways (gRPC naming).
+/// The request message bytes of one call so far (gRPC naming), shared by the call and its
+/// request body, which may live on different tasks.
 #[derive(Debug, Default)]
-pub(crate) struct CallBytes {
-    request: AtomicU64,
-    response: AtomicU64,
-}
+pub(crate) struct RequestBytes(AtomicU64);
 
-impl CallBytes {
-    /// Adds request message bytes (the request body's side).
-    pub fn add_request(&self, bytes: u64) {
-        self.request.fetch_add(bytes, Ordering::Relaxed);
+impl RequestBytes {
+    pub fn add(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
 impl Call {
     pub fn start(method: Arc<MethodInstruments>, timeout: Option<Duration>, exemplar: Option<ExemplarLabels>) -> Self {
         method.record_started();
-        let bytes = method.counts_call_bytes().then(Arc::default);
+        let request_bytes = method.counts_call_bytes().then(Arc::default);
         Self {
             awaiting_first_message: method.times_first_message(),
             method,
@@ -76,7 +75,8 @@ impl Call {
             timeout,
             exemplar,
             finished: false,
-            bytes,
+            request_bytes,
+            response_bytes: 0,
         }
     }
 
@@ -84,9 +84,9 @@ impl Call {
         &self.method
     }
 
-    /// The counters the request body adds its message bytes to (gRPC naming only).
-    pub fn bytes(&self) -> Option<Arc<CallBytes>> {
-        self.bytes.clone()
+    /// The counter the request body adds its message bytes to (gRPC naming only).
+    pub fn request_bytes(&self) -> Option<Arc<RequestBytes>> {
+        self.request_bytes.clone()
     }
 
     /// Records the outcome, once; later calls do nothing.
@@ -104,11 +104,8 @@ impl Call {
             Some(timeout) if elapsed + slack >= timeout => GrpcCode::DeadlineExceeded,
             _ => code,
         };
-        let (request, response) = self
-            .bytes
-            .as_ref()
-            .map_or((0, 0), |bytes| (bytes.request.load(Ordering::Relaxed), bytes.response.load(Ordering::Relaxed)));
-        self.method.record_handled(code, elapsed, self.exemplar.as_ref(), request, response);
+        let request = self.request_bytes.as_ref().map_or(0, |bytes| bytes.0.load(Ordering::Relaxed));
+        self.method.record_handled(code, elapsed, self.exemplar.as_ref(), request, self.response_bytes);
     }
 
     /// Records the outcome of an error from the inner service or body.
@@ -126,12 +123,7 @@ impl Call {
     #[inline]
     pub fn observe_response(&mut self, frames: &mut FrameCounter, chunk: &[u8]) {
         let (count, bytes) = self.method.observe_response(frames, chunk);
-        if bytes > 0
-            && let Some(total) = &self.bytes
-        {
-            // Only this call writes the response count: no read-modify-write needed.
-            total.response.store(total.response.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
-        }
+        self.response_bytes += bytes;
         if self.awaiting_first_message && count > 0 {
             self.awaiting_first_message = false;
             // Only before the end: then every call is either observed or ended without a

@@ -208,6 +208,9 @@ impl GrpcMetricsLayer<crate::side::Client> {
     /// send requests without an authority (the `Channel` adds its origin below this layer):
     /// their target is `unknown` unless given here.
     ///
+    /// The target belongs to the layer and its clones, which share their metric handles:
+    /// give each channel (target) a layer of its own.
+    ///
     /// ```
     /// use tonic_metrics::{ClientMetricsLayer, Naming};
     ///
