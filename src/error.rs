@@ -26,10 +26,7 @@ pub enum Error {
 
     /// The metrics listener could not bind its address.
     #[cfg(feature = "exporter")]
-    #[error(
-        "cannot listen for /metrics on {addr}: {source}; is another process (or another \
-         instance) using that port? choose a free port, or port 0 for an ephemeral one"
-    )]
+    #[error("cannot listen for /metrics on {addr}: {source}; {}", bind_advice(.source.kind()))]
     Bind {
         /// The address that could not be bound.
         addr: std::net::SocketAddr,
@@ -118,4 +115,23 @@ pub enum Error {
     #[cfg(feature = "exporter")]
     #[error("invalid allowlist entry {0:?}: give an IP address (127.0.0.1) or a network (10.0.0.0/8)")]
     InvalidAllowlistEntry(String),
+}
+
+/// What to do about a bind error of this kind.
+#[cfg(feature = "exporter")]
+fn bind_advice(kind: std::io::ErrorKind) -> &'static str {
+    use std::io::ErrorKind;
+    match kind {
+        ErrorKind::AddrInUse => {
+            "is another process (or another instance) using that port? choose a free port, or port 0 for an \
+             ephemeral one"
+        }
+        ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges (CAP_NET_BIND_SERVICE): choose a port above 1023"
+        }
+        ErrorKind::AddrNotAvailable => {
+            "that address is not one of this host's: listen on 0.0.0.0, or on an address it has"
+        }
+        _ => "choose another address, or port 0 for an ephemeral one",
+    }
 }

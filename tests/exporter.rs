@@ -43,6 +43,7 @@ async fn busy_port_is_a_bind_error_and_leaks_nothing() {
         other => panic!("expected Error::Bind, got {other:?}"),
     }
     assert!(error.to_string().contains(&addr.to_string()), "message should name {addr}: {error}");
+    assert!(error.to_string().contains("another process"), "{error}");
 
     // The port is still the original socket's: a connection lands on it (after the probe
     // the failed build made to see whether a sibling exporter holds the port).
@@ -55,6 +56,15 @@ async fn busy_port_is_a_bind_error_and_leaks_nothing() {
     // And nothing else holds it: once the original is gone, it can be bound again.
     drop(original);
     StdTcpListener::bind(addr).expect("the failed build must not keep the port");
+}
+
+#[tokio::test]
+async fn an_address_this_host_lacks_is_a_bind_error_saying_so() {
+    // 192.0.2.1 (TEST-NET-1) is no interface's address here.
+    let addr = SocketAddr::from(([192, 0, 2, 1], 0));
+    let error = build_err(PrometheusExporter::new().with_listen_addr(addr));
+    assert!(matches!(error, Error::Bind { .. }), "{error:?}");
+    assert!(error.to_string().contains("not one of this host's"), "{error}");
 }
 
 /// A metrics port held by another process of the same program is the multi-process trap

@@ -388,9 +388,16 @@ impl PrometheusExporter {
             // Another process of the group serves: stand by to take over.
             (Err(error), Some(group)) if error.kind() == std::io::ErrorKind::AddrInUse => {
                 match super::sibling::probe_exporter(addr) {
-                    Some((program, pid)) => {
+                    Some((program, pid)) if program == super::program_name() => {
                         tracing::info!(%addr, program, pid, "metrics: /metrics is served by another member; standing by");
                     }
+                    Some((program, pid)) => tracing::warn!(
+                        %addr,
+                        program,
+                        pid,
+                        "metrics: the metrics port is held by another program's exporter, not this group's: no member \
+                         of the group serves /metrics until it frees; standing by to take it over then"
+                    ),
                     None => tracing::warn!(
                         %addr,
                         "metrics: the metrics port is held by a process that is not this crate's exporter: no member of \
