@@ -44,19 +44,19 @@ impl ExemplarLabels {
     }
 
     /// Labels of your own, e.g. `[("trace_id", id), ("span_id", span)]`. `None` if the set
-    /// is empty, a name is not a valid Prometheus label name, or names and values together
-    /// exceed [`MAX_EXEMPLAR_CHARS`] characters (OpenMetrics' limit; longer sets would be
-    /// rejected by scrapers).
+    /// is empty, a name is not a valid Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`),
+    /// starts with the reserved `__` or appears twice, a value holds a double quote, or names
+    /// and values together exceed [`MAX_EXEMPLAR_CHARS`] characters (OpenMetrics' limit).
+    /// The OpenMetrics writer would silently leave such an exemplar out of every scrape, so
+    /// it is refused here instead.
     pub fn new<K, V>(labels: impl IntoIterator<Item = (K, V)>) -> Option<Self>
     where
         K: Into<String>,
         V: Into<String>,
     {
         let labels: Vec<(String, String)> = labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-        let chars: usize = labels.iter().map(|(k, v)| k.chars().count() + v.chars().count()).sum();
-        let names_valid = labels.iter().all(|(name, _)| is_label_name(name));
-        (!labels.is_empty() && names_valid && chars <= MAX_EXEMPLAR_CHARS)
-            .then(|| Self { repr: Repr::Custom(labels.into()) })
+        let writable = exemplar_labels_ok(labels.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+        (!labels.is_empty() && writable).then(|| Self { repr: Repr::Custom(labels.into()) })
     }
 
     /// The labels as name/value pairs.
@@ -151,11 +151,35 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)] as char, DIGITS[usize::from(b & 15)] as char]).collect()
 }
 
-/// A valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
-fn is_label_name(name: &str) -> bool {
+/// `[a-zA-Z_][a-zA-Z0-9_]*`: a label name Prometheus and OpenMetrics 1.0 accept. Here rather
+/// than in the exposition (which needs feature `exporter`) so that `ExemplarLabels::new` and
+/// the OpenMetrics writer share one rule.
+pub(crate) fn is_label_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Whether the OpenMetrics writer can carry an exemplar with these labels: valid names, none
+/// `__`-reserved or repeated, no double quote in a value (the Python reference parser
+/// mis-tracks escaped quotes in exemplars) and at most [`MAX_EXEMPLAR_CHARS`] characters of
+/// names and values. An empty set passes: the format allows `# {}`.
+pub(crate) fn exemplar_labels_ok<'a, I>(labels: I) -> bool
+where
+    I: Iterator<Item = (&'a str, &'a str)> + Clone,
+{
+    let mut chars = 0;
+    for (i, (name, value)) in labels.clone().enumerate() {
+        chars += name.chars().count() + value.chars().count();
+        // Failing at the limit bounds the quadratic repeat check to a few dozen labels.
+        if chars > MAX_EXEMPLAR_CHARS || !is_label_name(name) || name.starts_with("__") || value.contains('"') {
+            return false;
+        }
+        if labels.clone().take(i).any(|(earlier, _)| earlier == name) {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -205,6 +229,15 @@ mod tests {
         assert!(ExemplarLabels::new(Vec::<(String, String)>::new()).is_none());
         assert!(ExemplarLabels::new([("bad name", "x")]).is_none());
         assert!(ExemplarLabels::new([("1x", "x")]).is_none());
+    }
+
+    #[test]
+    fn labels_the_openmetrics_writer_would_drop_are_refused() {
+        assert!(ExemplarLabels::new([("trace_id", "a"), ("span_id", "b")]).is_some());
+        assert!(ExemplarLabels::new([("_x", "a\\b\n")]).is_some(), "escaped characters are fine");
+        assert!(ExemplarLabels::new([("__trace_id", "a")]).is_none(), "reserved name");
+        assert!(ExemplarLabels::new([("trace_id", "a"), ("trace_id", "b")]).is_none(), "repeated name");
+        assert!(ExemplarLabels::new([("trace_id", "a\"b")]).is_none(), "double quote in a value");
     }
 
     #[test]

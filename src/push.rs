@@ -25,6 +25,7 @@
 use std::{fmt, time::Duration};
 
 use crate::exporter::{MetricsHandle, MetricsRecorder};
+use crate::exposition::Format;
 use base64::{Engine as _, prelude::BASE64_STANDARD};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri, header};
@@ -36,9 +37,6 @@ use crate::{Error, PrometheusExporter};
 
 /// How long one push may take, connection included.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Content type of the Prometheus text exposition format.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Where and how often to push.
 #[derive(Clone)]
@@ -151,7 +149,13 @@ struct Target {
 impl Target {
     async fn push(&self, handle: &MetricsHandle) -> Result<(), Error> {
         let failed = |reason: String| Error::Push { endpoint: self.endpoint.clone(), reason };
-        let body = Bytes::from(handle.render());
+        // Rendering is CPU-heavy (the whole snapshot, written out): keep it off the async
+        // workers, as the exporter does for scrapes.
+        let renderer = handle.clone();
+        let body = tokio::task::spawn_blocking(move || renderer.render_as(Format::Text))
+            .await
+            .map_err(|error| failed(format!("rendering the metrics: {error}")))?;
+        let body = Bytes::from(body);
         let exchange = async {
             let stream = TcpStream::connect((self.host.as_str(), self.port))
                 .await
@@ -165,7 +169,7 @@ impl Target {
             *request.uri_mut() = self.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
             let headers = request.headers_mut();
             headers.insert(header::HOST, self.authority.clone());
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(Format::Text.content_type()));
             if let Some(authorization) = &self.authorization {
                 headers.insert(header::AUTHORIZATION, authorization.clone());
             }

@@ -143,7 +143,7 @@ impl MetricsHandle {
         // clash (this crate's names go to the store), so ordering the families is enough.
         exposition::sort(&mut app);
         families.extend(app);
-        families.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.r#type.cmp(&b.r#type)));
+        families.sort_by(exposition::family_order);
         families
     }
 

@@ -24,16 +24,24 @@ mod tests;
 
 pub use negotiate::Format;
 
-use model::{Histogram, MetricFamily, MetricType};
+use std::cmp::Ordering;
+use std::fmt::{Display, Write as _};
 
-/// Puts a snapshot in a deterministic order: families by name (then type), series by their
+use model::{Histogram, LabelPair, MetricFamily, MetricType};
+
+/// Puts a snapshot in a deterministic order: families by [`family_order`], series by their
 /// label pairs as they stand. Labels inside a series keep their order: the exporter writes
 /// them in insertion order (global labels first) and the text format must match it.
 pub(crate) fn sort(families: &mut [MetricFamily]) {
-    families.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.r#type.cmp(&b.r#type)));
+    families.sort_by(family_order);
     for family in families.iter_mut() {
         family.metric.sort_by(|a, b| a.label.cmp(&b.label));
     }
+}
+
+/// The order of families in a snapshot: by name, then by type.
+pub(crate) fn family_order(a: &MetricFamily, b: &MetricFamily) -> Ordering {
+    a.name.cmp(&b.name).then_with(|| a.r#type.cmp(&b.r#type))
 }
 
 /// Writes `families` in `format`, in their order; the bytes to send with
@@ -85,4 +93,46 @@ pub(crate) fn skip_native_family(family: &MetricFamily, kind: MetricType) -> boo
     matches!(kind, MetricType::Histogram | MetricType::GaugeHistogram)
         && !family.metric.is_empty()
         && family.metric.iter().all(|m| m.histogram.as_ref().is_some_and(is_native_only))
+}
+
+/// Writes `{name="value",...}`, values escaped, with `extra` (`le`, `quantile`) last and
+/// written as given.
+pub(crate) fn write_labels(out: &mut String, labels: &[LabelPair], extra: Option<(&str, &dyn Display)>) {
+    out.push('{');
+    for (i, label) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(label.name.as_deref().unwrap_or_default());
+        out.push_str("=\"");
+        escape(label.value.as_deref().unwrap_or_default(), true, out);
+        out.push('"');
+    }
+    if let Some((name, value)) = extra {
+        if !labels.is_empty() {
+            out.push(',');
+        }
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{name}=\"{value}\"");
+    }
+    out.push('}');
+}
+
+/// Escapes a label value or HELP text: backslash and line feed, and the double quote if
+/// `quote` (label values in both formats and HELP in OpenMetrics; text 0.0.4 leaves quotes
+/// in HELP alone).
+///
+/// The exporter's sanitizer reads a backslash pair in its input as already escaped, so its
+/// output is always the canonical escaping of *some* value; the model holds that value (the
+/// parser unescapes it), and escaping it canonically gives the exporter's bytes back.
+/// Copying the sanitizer instead would collapse `\\\\` to `\\` on the way through.
+pub(crate) fn escape(text: &str, quote: bool, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
 }

@@ -30,20 +30,15 @@
 //! bounds as given), and the `+Inf` bucket always carries the series' count.
 
 use std::collections::HashSet;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 
 use super::model::{Exemplar, Histogram, LabelPair, Metric, MetricFamily, MetricType};
-use super::{
-    family_type, is_native_only,
-    number::{GoFloat, push_canonical},
-    skip_native_family,
-};
+use super::number::{GoFloat, push_canonical, whole_u64};
+use super::{escape, family_type, is_native_only, skip_native_family, write_labels};
+use crate::exemplar::{exemplar_labels_ok, is_label_name};
 
 /// The `Content-Type` of this format.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The most characters (code points) an exemplar's label names and values may add up to.
-const EXEMPLAR_MAX_CHARS: usize = 128;
 
 /// Appends `families` to `out` as one OpenMetrics exposition, `# EOF` included.
 pub(crate) fn write(families: &[MetricFamily], out: &mut String) {
@@ -86,7 +81,7 @@ fn write_family(family: &MetricFamily, taken: &mut HashSet<String>, out: &mut St
     }
     if let Some(help) = family.help.as_deref().filter(|h| !h.is_empty()) {
         let _ = write!(out, "# HELP {name} ");
-        escape(help, out);
+        escape(help, true, out);
         out.push('\n');
     }
 
@@ -135,7 +130,8 @@ fn write_series(out: &mut String, name: &str, kind: MetricType, metric: &Metric)
             if value.is_nan() || value < 0.0 {
                 return false;
             }
-            line.write(out, "_total", None, Num::Counter(value), counter.exemplar.as_ref());
+            let value = whole_u64(value).map_or(Num::Float(value), Num::Int);
+            line.write(out, "_total", None, value, counter.exemplar.as_ref());
         }
         MetricType::Gauge => {
             let Some(gauge) = &metric.gauge else { return false };
@@ -218,10 +214,9 @@ struct Line<'a> {
     timestamp_ms: Option<i64>,
 }
 
-/// A sample value: counts as integers, counters as integers when they are whole.
+/// A sample value: counts, and counters that are whole, as integers.
 enum Num {
     Int(u64),
-    Counter(f64),
     Float(f64),
 }
 
@@ -237,50 +232,33 @@ impl Line<'_> {
         out.push_str(self.name);
         out.push_str(suffix);
         if !self.labels.is_empty() || extra.is_some() {
-            out.push('{');
-            let mut first = true;
-            for label in self.labels {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                write_label(out, label);
-            }
-            if let Some((name, value)) = extra {
-                if !first {
-                    out.push(',');
-                }
-                out.push_str(name);
-                out.push_str("=\"");
-                push_label_float(out, value);
-                out.push('"');
-            }
-            out.push('}');
+            // `le` and `quantile` are spelled as client_golang's text format spells them
+            // (`1`, `0.005`, `1e-05`, `+Inf`), as this crate's text format does too, not in
+            // OpenMetrics' canonical form (`1.0`): the label value is the series' identity,
+            // and Prometheus 2 stores it as written, so a bucket must be the same series
+            // whichever format Prometheus negotiates, and the same as a Go service's.
+            // Dashboards and alerts written for Go services select buckets as Go writes them
+            // (`le="1"`) and keep working. Prometheus 3 normalizes both spellings on
+            // ingestion; the reference parsers accept both.
+            let extra = extra.map(|(name, v)| (name, GoFloat(v)));
+            write_labels(out, self.labels, extra.as_ref().map(|(name, v)| (*name, v as &dyn Display)));
         }
         out.push(' ');
         match value {
             Num::Int(v) => {
                 let _ = write!(out, "{v}");
             }
-            Num::Counter(v) if v.fract() == 0.0 && v < 18_446_744_073_709_551_616.0 => {
-                let _ = write!(out, "{}", v as u64);
-            }
-            Num::Counter(v) | Num::Float(v) => push_float(out, v),
+            Num::Float(v) => push_canonical(out, v),
         }
         if let Some(ms) = self.timestamp_ms {
             out.push(' ');
             push_seconds(out, i128::from(ms) * 1_000_000);
         }
         if let Some(exemplar) = exemplar.filter(|e| exemplar_fits(e)) {
-            out.push_str(" # {");
-            for (i, label) in exemplar.label.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_label(out, label);
-            }
-            out.push_str("} ");
-            push_float(out, exemplar.value.unwrap_or(0.0));
+            out.push_str(" # ");
+            write_labels(out, &exemplar.label, None);
+            out.push(' ');
+            push_canonical(out, exemplar.value.unwrap_or(0.0));
             if let Some(ts) = &exemplar.timestamp {
                 out.push(' ');
                 push_seconds(out, i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos));
@@ -290,57 +268,11 @@ impl Line<'_> {
     }
 }
 
-fn write_label(out: &mut String, label: &LabelPair) {
-    out.push_str(label.name.as_deref().unwrap_or_default());
-    out.push_str("=\"");
-    escape(label.value.as_deref().unwrap_or_default(), out);
-    out.push('"');
-}
-
-/// Whether an exemplar can be written: valid, unique label names, at most 128 characters
-/// of names and values, and no double quote anywhere.
+/// Whether an exemplar can be written: by the rule `ExemplarLabels::new` applies too.
 fn exemplar_fits(exemplar: &Exemplar) -> bool {
-    let mut chars = 0;
-    let mut names = HashSet::new();
-    for label in &exemplar.label {
-        let name = label.name.as_deref().unwrap_or_default();
-        let value = label.value.as_deref().unwrap_or_default();
-        if !is_label_name(name) || name.starts_with("__") || !names.insert(name) || value.contains('"') {
-            return false;
-        }
-        chars += name.chars().count() + value.chars().count();
-    }
-    chars <= EXEMPLAR_MAX_CHARS
-}
-
-/// Escapes a label value or HELP text: backslash, line feed, double quote.
-fn escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' => out.push_str("\\\""),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Writes an `le` or `quantile` label value as client_golang's text format writes it
-/// (`1`, `0.005`, `1e-05`, `+Inf`; see [`GoFloat`]), as this crate's text format does too,
-/// not in OpenMetrics' canonical form (`1.0`): the label value is the series' identity, and
-/// Prometheus 2 stores it as written, so a bucket must be the same series whichever format
-/// Prometheus negotiates, and the same as a Go service's. Dashboards and alerts written for
-/// Go services select buckets as Go writes them (`le="1"`) and keep working. Prometheus 3
-/// normalizes both spellings on ingestion; the reference parsers accept both.
-fn push_label_float(out: &mut String, v: f64) {
-    let _ = write!(out, "{}", GoFloat(v));
-}
-
-/// Writes a float in OpenMetrics' canonical form: Go's shortest `%g` (an exponent below
-/// 1e-4 and from 1e+06 on, at least two exponent digits), `.0` appended when there is
-/// neither a dot nor an exponent, and `NaN`, `+Inf`, `-Inf`.
-pub(crate) fn push_float(out: &mut String, v: f64) {
-    push_canonical(out, v);
+    exemplar_labels_ok(
+        exemplar.label.iter().map(|l| (l.name.as_deref().unwrap_or_default(), l.value.as_deref().unwrap_or_default())),
+    )
 }
 
 /// Writes a time given in nanoseconds as seconds, exactly: `1700000000.123`, `-1.5`, `0`.
@@ -363,11 +295,4 @@ pub(crate) fn is_metric_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`: a label name OpenMetrics 1.0 can write.
-pub(crate) fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -16,6 +16,7 @@
 use super::model::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary, Untyped,
 };
+use super::number::whole_u64;
 
 /// Parses exporter text into families, in the order they appear.
 pub(crate) fn parse(text: &str) -> Vec<MetricFamily> {
@@ -37,7 +38,9 @@ struct Parser {
 struct Sample<'a> {
     name: &'a str,
     labels: Vec<LabelPair>,
-    value: &'a str,
+    value: f64,
+    /// The value as written: a count past 2^53 is read from it, exactly.
+    value_text: &'a str,
     timestamp: Option<i64>,
 }
 
@@ -129,9 +132,9 @@ impl Parser {
     }
 }
 
-/// Pushes a one-value series (the value was checked by [`split_sample`]).
+/// Pushes a one-value series.
 fn push_value(family: &mut MetricFamily, sample: &Sample<'_>, make: impl FnOnce(f64) -> Metric) -> bool {
-    let mut metric = make(parse_f64(sample.value).unwrap_or_default());
+    let mut metric = make(sample.value);
     metric.label = sample.labels.clone();
     metric.timestamp_ms = sample.timestamp;
     family.metric.push(metric);
@@ -150,11 +153,13 @@ fn suffixed(name: &str, suffix: &str) -> String {
 fn series<'f>(
     family: &'f mut MetricFamily,
     sample: &Sample<'_>,
-    fits: impl Fn(&Metric) -> bool,
+    fits: impl Fn(&mut Metric) -> bool,
     make: impl FnOnce() -> Metric,
 ) -> &'f mut Metric {
-    let reuse =
-        family.metric.last().is_some_and(|m| m.label == sample.labels && m.timestamp_ms == sample.timestamp && fits(m));
+    let reuse = family
+        .metric
+        .last_mut()
+        .is_some_and(|m| m.label == sample.labels && m.timestamp_ms == sample.timestamp && fits(m));
     if !reuse {
         let mut metric = make();
         metric.label = sample.labels.clone();
@@ -170,39 +175,23 @@ fn series<'f>(
 /// family's. A claimed line with an unusable value (a fractional count) still returns
 /// `true`: it is dropped rather than misread as a stray untyped sample.
 fn histogram_sample(family: &mut MetricFamily, name: &str, sample: &mut Sample<'_>) -> bool {
-    let new = || Metric { histogram: Some(Histogram::default()), ..Default::default() };
-    let open = |m: &Metric| m.histogram.as_ref().is_some_and(|h| h.sample_sum.is_none() && h.sample_count.is_none());
+    let open = |m: &mut Metric| histogram_totals(m).is_some_and(|(sum, count)| sum.is_none() && count.is_none());
     if sample.name == suffixed(name, "bucket")
         && let Some(le) = take_label(&mut sample.labels, "le")
     {
-        let (Some(bound), Some(count)) = (parse_f64(&le), parse_u64(sample.value)) else { return true };
-        let metric = series(family, sample, open, new);
+        let (Some(bound), Some(count)) = (parse_f64(&le), sample_count(sample)) else { return true };
+        let metric = series(family, sample, open, new_histogram);
         if let Some(h) = metric.histogram.as_mut() {
             h.bucket.push(Bucket { upper_bound: Some(bound), cumulative_count: Some(count), ..Default::default() });
         }
         true
-    } else if sample.name == suffixed(name, "sum") {
-        let Some(sum) = parse_f64(sample.value) else { return true };
-        let fits = |m: &Metric| m.histogram.as_ref().is_some_and(|h| h.sample_sum.is_none());
-        if let Some(h) = series(family, sample, fits, new).histogram.as_mut() {
-            h.sample_sum = Some(sum);
-        }
-        true
-    } else if sample.name == suffixed(name, "count") {
-        let Some(count) = parse_u64(sample.value) else { return true };
-        let fits = |m: &Metric| m.histogram.as_ref().is_some_and(|h| h.sample_count.is_none());
-        if let Some(h) = series(family, sample, fits, new).histogram.as_mut() {
-            h.sample_count = Some(count);
-        }
-        true
     } else {
-        false
+        total_sample(family, name, &suffixed(name, "sum"), sample, new_histogram, histogram_totals)
     }
 }
 
 /// Folds a summary's sample into its series, as [`histogram_sample`] does.
 fn summary_sample(family: &mut MetricFamily, name: &str, sample: &mut Sample<'_>) -> bool {
-    let new = || Metric { summary: Some(Summary::default()), ..Default::default() };
     let sum_name = suffixed(name, "sum");
     // A summary whose name ends in `sum` writes its `_sum` under its own name; if its series
     // also has a label called `quantile`, the sum line looks like a quantile line. The
@@ -220,24 +209,57 @@ fn summary_sample(family: &mut MetricFamily, name: &str, sample: &mut Sample<'_>
         && sample.name == name
         && let Some(q) = take_label(&mut sample.labels, "quantile")
     {
-        let (Some(quantile), Some(value)) = (parse_f64(&q), parse_f64(sample.value)) else { return true };
-        let open = |m: &Metric| m.summary.as_ref().is_some_and(|s| s.sample_sum.is_none() && s.sample_count.is_none());
-        if let Some(s) = series(family, sample, open, new).summary.as_mut() {
-            s.quantile.push(Quantile { quantile: Some(quantile), value: Some(value) });
+        let Some(quantile) = parse_f64(&q) else { return true };
+        let open = |m: &mut Metric| summary_totals(m).is_some_and(|(sum, count)| sum.is_none() && count.is_none());
+        if let Some(s) = series(family, sample, open, new_summary).summary.as_mut() {
+            s.quantile.push(Quantile { quantile: Some(quantile), value: Some(sample.value) });
         }
         true
-    } else if sample.name == sum_name {
-        let Some(sum) = parse_f64(sample.value) else { return true };
-        let fits = |m: &Metric| m.summary.as_ref().is_some_and(|s| s.sample_sum.is_none());
-        if let Some(s) = series(family, sample, fits, new).summary.as_mut() {
-            s.sample_sum = Some(sum);
+    } else {
+        total_sample(family, name, &sum_name, sample, new_summary, summary_totals)
+    }
+}
+
+/// The `_sum` and `_count` of a histogram or summary series, where the metric has one.
+type Totals = fn(&mut Metric) -> Option<(&mut Option<f64>, &mut Option<u64>)>;
+
+fn histogram_totals(metric: &mut Metric) -> Option<(&mut Option<f64>, &mut Option<u64>)> {
+    metric.histogram.as_mut().map(|h| (&mut h.sample_sum, &mut h.sample_count))
+}
+
+fn summary_totals(metric: &mut Metric) -> Option<(&mut Option<f64>, &mut Option<u64>)> {
+    metric.summary.as_mut().map(|s| (&mut s.sample_sum, &mut s.sample_count))
+}
+
+fn new_histogram() -> Metric {
+    Metric { histogram: Some(Histogram::default()), ..Default::default() }
+}
+
+fn new_summary() -> Metric {
+    Metric { summary: Some(Summary::default()), ..Default::default() }
+}
+
+/// Folds a `_sum` (named `sum_name`) or `_count` line into a histogram or summary series,
+/// which fold them alike; `false` if the line is neither.
+fn total_sample(
+    family: &mut MetricFamily,
+    name: &str,
+    sum_name: &str,
+    sample: &Sample<'_>,
+    new: fn() -> Metric,
+    totals: Totals,
+) -> bool {
+    if sample.name == sum_name {
+        let fits = |m: &mut Metric| totals(m).is_some_and(|(sum, _)| sum.is_none());
+        if let Some((sum, _)) = totals(series(family, sample, fits, new)) {
+            *sum = Some(sample.value);
         }
         true
     } else if sample.name == suffixed(name, "count") {
-        let Some(count) = parse_u64(sample.value) else { return true };
-        let fits = |m: &Metric| m.summary.as_ref().is_some_and(|s| s.sample_count.is_none());
-        if let Some(s) = series(family, sample, fits, new).summary.as_mut() {
-            s.sample_count = Some(count);
+        let Some(value) = sample_count(sample) else { return true };
+        let fits = |m: &mut Metric| totals(m).is_some_and(|(_, count)| count.is_none());
+        if let Some((_, count)) = totals(series(family, sample, fits, new)) {
+            *count = Some(value);
         }
         true
     } else {
@@ -266,7 +288,8 @@ fn split_sample(line: &str) -> Option<Sample<'_>> {
     }
     let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
     // Every value is a float (counts too), so a line whose value is not one is skipped here.
-    let value = words.next().filter(|v| parse_f64(v).is_some())?;
+    let value_text = words.next()?;
+    let value = parse_f64(value_text)?;
     let timestamp = match words.next() {
         Some(ts) => Some(ts.parse::<i64>().ok()?),
         None => None,
@@ -274,7 +297,7 @@ fn split_sample(line: &str) -> Option<Sample<'_>> {
     if words.next().is_some() {
         return None;
     }
-    Some(Sample { name, labels, value, timestamp })
+    Some(Sample { name, labels, value, value_text, timestamp })
 }
 
 /// Parses `k="v",...}` into `labels`; returns what follows the closing brace.
@@ -353,10 +376,7 @@ fn parse_f64(s: &str) -> Option<f64> {
     s.parse().ok()
 }
 
-/// A count: an integer, or a float that holds one exactly.
-fn parse_u64(s: &str) -> Option<u64> {
-    s.parse::<u64>().ok().or_else(|| {
-        let v = parse_f64(s)?;
-        (v >= 0.0 && v.fract() == 0.0 && v < 18_446_744_073_709_551_616.0).then_some(v as u64)
-    })
+/// A sample's value as a count: an integer, or a float that holds one exactly.
+fn sample_count(sample: &Sample<'_>) -> Option<u64> {
+    sample.value_text.parse::<u64>().ok().or_else(|| whole_u64(sample.value))
 }

@@ -3,9 +3,9 @@
 //! format that carries native histograms, and Prometheus asks for it first when it scrapes
 //! them.
 //!
-//! The decoder reads the same stream back: tests use it, and a collector merging the files
-//! of several processes will. It takes untrusted bytes, so it returns an error on anything
-//! malformed (a truncated message, a length past the end) and never panics.
+//! The decoder, built for tests only, reads the same stream back; the tests feed it
+//! truncated and mutated streams too, so that it stays safe on untrusted bytes: an error on
+//! anything malformed (a truncated message, a length past the end), never a panic.
 
 use prost::Message;
 
@@ -17,7 +17,6 @@ pub(crate) const CONTENT_TYPE: &str =
 
 /// Appends `families` to `out`, each length-delimited, in slice order.
 pub(crate) fn write(families: &[MetricFamily], out: &mut Vec<u8>) {
-    out.reserve(families.iter().map(|f| f.encoded_len() + 5).sum());
     for family in families {
         // The only failure is a buffer without room, and a Vec grows.
         let _ = family.encode_length_delimited(out);

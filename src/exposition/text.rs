@@ -21,8 +21,9 @@
 
 use std::fmt::{Display, Write};
 
-use super::model::{LabelPair, Metric, MetricFamily, MetricType};
-use super::{family_type, is_native_only, number::GoFloat, skip_native_family};
+use super::model::{Metric, MetricFamily, MetricType};
+use super::number::{GoFloat, whole_u64};
+use super::{escape, family_type, is_native_only, skip_native_family, write_labels};
 
 /// The `Content-Type` of this format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -44,7 +45,7 @@ fn write_family(family: &MetricFamily, out: &mut String) {
         out.push_str("# HELP ");
         out.push_str(name);
         out.push(' ');
-        escape_help(help, out);
+        escape(help, false, out);
         out.push('\n');
     }
     out.push_str("# TYPE ");
@@ -104,13 +105,17 @@ fn write_histogram(out: &mut String, name: &str, metric: &Metric) {
         return;
     }
     let count = histogram.sample_count.unwrap_or(0);
-    let last = histogram.bucket.len().checked_sub(1);
+    // The exporter always closes with its own `+Inf` bucket; a configured infinite bound
+    // before it prints through `Display` (`inf`). Only the last one is `+Inf`.
+    let closing = histogram
+        .bucket
+        .last()
+        .is_some_and(|b| b.upper_bound == Some(f64::INFINITY))
+        .then(|| histogram.bucket.len() - 1);
     for (i, bucket) in histogram.bucket.iter().enumerate() {
         let bound = bucket.upper_bound.unwrap_or(0.0);
         let cumulative = bucket.cumulative_count.unwrap_or(0);
-        // The exporter always closes with its own `+Inf` bucket; a configured infinite
-        // bound before it prints through `Display` (`inf`). Only the last one is `+Inf`.
-        if Some(i) == last && bound == f64::INFINITY {
+        if Some(i) == closing {
             sample(out, name, Some("bucket"), metric, Some(("le", &"+Inf")), cumulative);
         } else if bound.is_infinite() {
             sample(out, name, Some("bucket"), metric, Some(("le", &bound)), cumulative);
@@ -118,8 +123,7 @@ fn write_histogram(out: &mut String, name: &str, metric: &Metric) {
             sample(out, name, Some("bucket"), metric, Some(("le", &GoFloat(bound))), cumulative);
         }
     }
-    let closed = histogram.bucket.last().is_some_and(|b| b.upper_bound == Some(f64::INFINITY));
-    if !closed {
+    if closing.is_none() {
         sample(out, name, Some("bucket"), metric, Some(("le", &"+Inf")), count);
     }
     sample(out, name, Some("sum"), metric, None, histogram.sample_sum.unwrap_or(0.0));
@@ -132,12 +136,9 @@ struct CounterValue(f64);
 
 impl Display for CounterValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v = self.0;
-        // 2^64: the first float no u64 can hold.
-        if v >= 0.0 && v.fract() == 0.0 && v < 18_446_744_073_709_551_616.0 {
-            write!(f, "{}", v as u64)
-        } else {
-            write!(f, "{v}")
+        match whole_u64(self.0) {
+            Some(v) => write!(f, "{v}"),
+            None => write!(f, "{}", self.0),
         }
     }
 }
@@ -165,54 +166,4 @@ fn sample(
         let _ = write!(out, " {ms}");
     }
     out.push('\n');
-}
-
-fn write_labels(out: &mut String, labels: &[LabelPair], extra: Option<(&str, &dyn Display)>) {
-    out.push('{');
-    let mut first = true;
-    for label in labels {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        out.push_str(label.name.as_deref().unwrap_or_default());
-        out.push_str("=\"");
-        escape_label_value(label.value.as_deref().unwrap_or_default(), out);
-        out.push('"');
-    }
-    if let Some((name, value)) = extra {
-        if !first {
-            out.push(',');
-        }
-        let _ = write!(out, "{name}=\"{value}\"");
-    }
-    out.push('}');
-}
-
-/// Escapes a label value: backslash, double quote, line feed.
-///
-/// The exporter's sanitizer reads a backslash pair in its input as already escaped, so its
-/// output is always the canonical escaping of *some* value; the model holds that value (the
-/// parser unescapes it), and escaping it canonically gives the exporter's bytes back.
-/// Copying the sanitizer instead would collapse `\\\\` to `\\` on the way through.
-pub(crate) fn escape_label_value(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Escapes HELP text: backslash and line feed (0.0.4 leaves double quotes alone there).
-pub(crate) fn escape_help(help: &str, out: &mut String) {
-    for c in help.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
 }

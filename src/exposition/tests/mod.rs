@@ -14,23 +14,38 @@ mod text;
 use super::model::{Counter, LabelPair, Metric, MetricFamily, MetricType};
 use super::{Format, encode, protobuf, sort};
 
-fn counter(name: &str, kind: MetricType, labels: &[&str]) -> MetricFamily {
-    MetricFamily {
-        name: Some(name.into()),
-        r#type: Some(kind as i32),
-        metric: labels
-            .iter()
-            .map(|v| Metric {
-                label: vec![
-                    LabelPair { name: Some("z".into()), value: Some((*v).into()) },
-                    LabelPair { name: Some("a".into()), value: Some("1".into()) },
-                ],
-                counter: Some(Counter { value: Some(1.0), ..Default::default() }),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
+/// `families` in the text format.
+fn render_text(families: &[MetricFamily]) -> String {
+    let mut out = String::new();
+    super::text::write(families, &mut out);
+    out
+}
+
+/// `families` in OpenMetrics.
+fn render_om(families: &[MetricFamily]) -> String {
+    let mut out = String::new();
+    super::openmetrics::write(families, &mut out);
+    out
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs.iter().map(|(n, v)| LabelPair { name: Some((*n).into()), value: Some((*v).into()) }).collect()
+}
+
+fn family(name: &str, kind: MetricType, help: Option<&str>, metric: Vec<Metric>) -> MetricFamily {
+    MetricFamily { name: Some(name.into()), help: help.map(Into::into), r#type: Some(kind as i32), metric, unit: None }
+}
+
+fn counter(name: &str, kind: MetricType, z_values: &[&str]) -> MetricFamily {
+    let metric = z_values
+        .iter()
+        .map(|v| Metric {
+            label: labels(&[("z", v), ("a", "1")]),
+            counter: Some(Counter { value: Some(1.0), ..Default::default() }),
+            ..Default::default()
+        })
+        .collect();
+    family(name, kind, None, metric)
 }
 
 #[test]

@@ -6,6 +6,9 @@
 
 use std::collections::HashSet;
 
+use crate::exemplar::is_label_name;
+use crate::exposition::openmetrics::is_metric_name;
+
 /// One family as read.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Family {
@@ -363,12 +366,4 @@ pub(super) fn parse_number(s: &str) -> Option<f64> {
         && !exponent.is_empty()
         && digits(exponent);
     if ok { s.parse().ok() } else { None }
-}
-
-fn is_metric_name(name: &str) -> bool {
-    crate::exposition::openmetrics::is_metric_name(name)
-}
-
-fn is_label_name(name: &str) -> bool {
-    crate::exposition::openmetrics::is_label_name(name)
 }

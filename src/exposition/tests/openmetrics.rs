@@ -5,19 +5,10 @@
 use proptest::prelude::*;
 
 use super::om_reader::{self, Family, Sample, parse_number};
-use super::strategies;
+use super::{render_om, strategies};
+use crate::exemplar::is_label_name;
 use crate::exposition::model::{Bucket, Exemplar, Histogram, LabelPair, MetricFamily, MetricType};
-use crate::exposition::openmetrics::{is_label_name, is_metric_name, write};
-
-pub(super) fn render(families: &[MetricFamily]) -> String {
-    let mut out = String::new();
-    write(families, &mut out);
-    out
-}
-
-pub(super) fn pairs(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
-    pairs.iter().map(|(n, v)| LabelPair { name: Some((*n).into()), value: Some((*v).into()) }).collect()
-}
+use crate::exposition::openmetrics::is_metric_name;
 
 /// Seconds as written (`-1.5`, `1700000000.123`) to nanoseconds, independently of the writer.
 fn nanos(seconds: &str) -> i128 {
@@ -224,7 +215,7 @@ proptest! {
     /// Whatever the snapshot, the output is a valid exposition.
     #[test]
     fn any_snapshot_writes_a_valid_exposition(families in strategies::families()) {
-        let text = render(&families);
+        let text = render_om(&families);
         if let Err(why) = om_reader::read(&text) {
             return Err(TestCaseError::fail(format!("{why}\n{text}")));
         }
@@ -238,7 +229,7 @@ proptest! {
             f.name = f.name.map(|n| format!("f{i}_{n}"));
             f
         }).collect();
-        let text = render(&families);
+        let text = render_om(&families);
         let read = om_reader::read(&text).map_err(|why| TestCaseError::fail(format!("{why}\n{text}")))?;
         let mut read = read.iter();
         for model in &families {

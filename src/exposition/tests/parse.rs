@@ -3,15 +3,8 @@
 
 use proptest::prelude::*;
 
-use crate::exposition::model::MetricFamily;
+use super::render_text;
 use crate::exposition::parse::parse;
-use crate::exposition::text;
-
-fn write(families: &[MetricFamily]) -> String {
-    let mut out = String::new();
-    text::write(families, &mut out);
-    out
-}
 
 #[test]
 fn folds_histograms_and_summaries_and_unescapes() {
@@ -39,7 +32,7 @@ fn folds_histograms_and_summaries_and_unescapes() {
     assert_eq!(h.sample_count, Some(2));
     let s = families[1].metric[0].summary.as_ref().unwrap();
     assert_eq!(s.quantile[0].value, Some(f64::NEG_INFINITY));
-    assert_eq!(write(&families), text.to_owned() + "\n");
+    assert_eq!(render_text(&families), text.to_owned() + "\n");
 }
 
 #[test]
@@ -58,7 +51,7 @@ fn series_that_render_alike_stay_apart() {
     );
     let families = parse(text);
     assert_eq!(families[0].metric.len(), 2);
-    assert_eq!(write(&families), text);
+    assert_eq!(render_text(&families), text);
 }
 
 #[test]
@@ -75,7 +68,7 @@ fn a_sum_that_looks_like_a_quantile() {
     let families = parse(text);
     let s = families[0].metric[0].summary.as_ref().unwrap();
     assert_eq!((s.quantile.len(), s.sample_sum, s.sample_count), (1, Some(-3.0), Some(1)));
-    assert_eq!(write(&families), text);
+    assert_eq!(render_text(&families), text);
 }
 
 #[test]
@@ -93,7 +86,7 @@ proptest! {
     fn never_panics_on_garbage(text in "(#|[ -~]|\\{|\\}|\"|\\\\|\n|é|_bucket|_sum|_count| le=| quantile=|TYPE |HELP |histogram|summary)*") {
         let families = parse(&text);
         // Whatever came out can be written again.
-        let _ = write(&families);
+        let _ = render_text(&families);
     }
 
     #[test]

@@ -135,8 +135,7 @@ fn python_reference_parser_reads_every_output() {
         snapshots.push(strategy.new_tree(&mut runner).unwrap().current());
     }
     for (i, families) in snapshots.iter().enumerate() {
-        let mut text = String::new();
-        crate::exposition::openmetrics::write(families, &mut text);
+        let text = super::render_om(families);
         let read = om_reader::read(&text).unwrap_or_else(|why| panic!("snapshot {i}: {why}\n{text}"));
         std::fs::write(dir.join(format!("{i:04}.om")), &text).unwrap();
         std::fs::write(dir.join(format!("{i:04}.json")), expected_json(&read)).unwrap();

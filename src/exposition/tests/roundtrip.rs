@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::strategies::hostile_string;
 use crate::exposition::model::MetricType;
-use crate::exposition::{parse::parse, text};
+use crate::exposition::parse::parse;
 
 /// What the recorder is asked to do.
 #[derive(Debug, Clone)]
@@ -127,9 +127,7 @@ fn apply(recorder: &PrometheusRecorder, ops: &[Op]) {
 }
 
 fn rewrite(rendered: &str) -> String {
-    let mut out = String::new();
-    text::write(&parse(rendered), &mut out);
-    out
+    super::render_text(&parse(rendered))
 }
 
 proptest! {

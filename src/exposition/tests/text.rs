@@ -1,24 +1,10 @@
 //! The text writer against hand-written exporter output: every type, escaping, integer
 //! counters, the suffix rule, infinite bounds, native-only histograms, odd input.
 
+use super::{family, labels, render_text};
 use crate::exposition::model::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary, Untyped,
+    Bucket, Counter, Gauge, Histogram, Metric, MetricFamily, MetricType, Quantile, Summary, Untyped,
 };
-use crate::exposition::text::write;
-
-fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
-    pairs.iter().map(|(n, v)| LabelPair { name: Some(n.to_string()), value: Some(v.to_string()) }).collect()
-}
-
-fn family(name: &str, kind: MetricType, help: Option<&str>, metric: Vec<Metric>) -> MetricFamily {
-    MetricFamily { name: Some(name.into()), help: help.map(Into::into), r#type: Some(kind as i32), metric, unit: None }
-}
-
-fn render(families: &[MetricFamily]) -> String {
-    let mut out = String::new();
-    write(families, &mut out);
-    out
-}
 
 #[test]
 fn writes_each_type_as_the_exporter_does() {
@@ -126,7 +112,7 @@ fn writes_each_type_as_the_exporter_does() {
         "legacy 1000000000000000000000\n",
         "\n",
     );
-    assert_eq!(render(&families), expected);
+    assert_eq!(render_text(&families), expected);
 }
 
 #[test]
@@ -138,7 +124,7 @@ fn counters_print_as_integers_even_past_2_pow_53() {
             None,
             vec![Metric { counter: Some(Counter { value: Some(v), ..Default::default() }), ..Default::default() }],
         );
-        render(&[f])
+        render_text(&[f])
     };
     assert_eq!(counter(0.0), "# TYPE c counter\nc 0\n\n");
     assert_eq!(counter(-0.0), "# TYPE c counter\nc 0\n\n");
@@ -163,7 +149,7 @@ fn suffixes_are_added_only_when_missing() {
         vec![Metric { histogram: Some(histogram), ..Default::default() }],
     );
     assert_eq!(
-        render(&[f]),
+        render_text(&[f]),
         "# TYPE checksum histogram\nchecksum_bucket{le=\"1\"} 1\nchecksum_bucket{le=\"+Inf\"} 1\nchecksum 1\nchecksum_count 1\n\n"
     );
 }
@@ -179,7 +165,7 @@ fn infinite_bounds_inside_the_list_print_as_display_and_the_last_as_plus_inf() {
     };
     let f = family("h", MetricType::Histogram, None, vec![Metric { histogram: Some(histogram), ..Default::default() }]);
     assert_eq!(
-        render(&[f]),
+        render_text(&[f]),
         concat!(
             "# TYPE h histogram\n",
             "h_bucket{le=\"-inf\"} 0\n",
@@ -208,9 +194,9 @@ fn native_only_histograms_are_skipped_and_mixed_ones_write_classic_buckets() {
     let only =
         family("n", MetricType::Histogram, Some("x"), vec![Metric { histogram: Some(native), ..Default::default() }]);
     let both = family("m", MetricType::Histogram, None, vec![Metric { histogram: Some(mixed), ..Default::default() }]);
-    assert_eq!(render(&[only]), "");
+    assert_eq!(render_text(&[only]), "");
     assert_eq!(
-        render(&[both]),
+        render_text(&[both]),
         "# TYPE m histogram\nm_bucket{le=\"5\"} 2\nm_bucket{le=\"+Inf\"} 2\nm_sum 3\nm_count 2\n\n"
     );
 }
@@ -234,5 +220,5 @@ fn nameless_unknown_and_mismatched_input_never_panics() {
             ..Default::default()
         },
     ];
-    assert_eq!(render(&odd), "# TYPE y counter\n\n# TYPE z counter\nz 0\n\n");
+    assert_eq!(render_text(&odd), "# TYPE y counter\n\n# TYPE z counter\nz 0\n\n");
 }
