@@ -35,12 +35,12 @@ impl Greeter for MyGreeter {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:50051".into()).parse()?;
+
+    // 1. /metrics on the gRPC port + 1 (here :50052; with port 0, any free port). A busy
+    //    port logs a warning and the gRPC server runs on without metrics.
+    let metrics = PrometheusExporter::for_grpc_addr(addr).install_or_warn();
     let incoming = TcpIncoming::bind(addr)?;
     let addr = incoming.local_addr()?;
-
-    // 1. /metrics on the gRPC port + 1 (here :50052). A busy port logs a warning and the
-    //    gRPC server runs on without metrics.
-    let metrics = PrometheusExporter::for_grpc_addr(addr).install_or_warn();
 
     // 2. The registry names every method with its kind and creates its series at zero.
     //    Add the descriptor sets of every service you serve (health, reflection, ...), or
