@@ -77,7 +77,8 @@
 //! Without default features the crate is the layers alone, recording into whatever
 //! `metrics` recorder is installed.
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![warn(missing_docs, missing_debug_implementations)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
 mod body;
