@@ -134,12 +134,29 @@ enum NamingArg {
     Grpc,
 }
 
+impl NamingArg {
+    /// The value of `--naming` that asks for this one (the workers get the supervisor's).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn flag_value(self) -> &'static str {
+        match self {
+            Self::Go => "go",
+            Self::Otel => "otel",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
 impl Args {
+    /// The naming asked for, `--otel` included.
+    fn naming_arg(&self) -> NamingArg {
+        if self.otel { NamingArg::Otel } else { self.naming }
+    }
+
     fn naming(&self) -> Naming {
-        match (self.otel, self.naming) {
-            (true, _) | (false, NamingArg::Otel) => Naming::OpenTelemetry,
-            (false, NamingArg::Grpc) => Naming::Grpc,
-            (false, NamingArg::Go) => Naming::GoGrpcPrometheus,
+        match self.naming_arg() {
+            NamingArg::Otel => Naming::OpenTelemetry,
+            NamingArg::Grpc => Naming::Grpc,
+            NamingArg::Go => Naming::GoGrpcPrometheus,
         }
     }
 
@@ -295,22 +312,7 @@ async fn supervise(args: &Args, count: usize) -> Result<(), Box<dyn Error + Send
         .install()
         .map_err(|error| format!("cannot serve /metrics for the workers: {error}"))?;
     let metrics_addr = metrics.local_addr();
-    let mut worker_args = vec![
-        "--worker".to_owned(),
-        format!("--host={}", args.host),
-        format!("--port={}", grpc_addr.port()),
-        format!("--metrics-port={}", metrics_addr.port()),
-        format!(
-            "--naming={}",
-            match args.naming() {
-                Naming::OpenTelemetry => "otel",
-                _ => "go",
-            }
-        ),
-    ];
-    if args.native_histograms {
-        worker_args.push("--native-histograms".to_owned());
-    }
+    let worker_args = worker_args(args, grpc_addr.port(), metrics_addr.port());
     let signals = Signals::listen()?;
     let supervised = workers::supervise(
         count,
@@ -331,6 +333,36 @@ async fn supervise(args: &Args, count: usize) -> Result<(), Box<dyn Error + Send
     supervised?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The command line of a worker of `--workers`.
+#[cfg(target_os = "linux")]
+fn worker_args(args: &Args, grpc_port: u16, metrics_port: u16) -> Vec<String> {
+    // Every field named: a flag added to `Args` fails to compile here until it is
+    // forwarded or said not to be, rather than leaving the workers to its default silently.
+    let Args {
+        host,
+        port: _,         // the one reserved, `grpc_port`
+        metrics_port: _, // the one the supervisor bound, `metrics_port`
+        no_metrics: _,   // conflicts with --workers
+        naming: _,       // with --otel, in `naming_arg`
+        otel: _,         // the same
+        native_histograms,
+        workers: _,       // a worker supervises nothing
+        multiproc_dir: _, // the environment carries the directory
+        worker: _,        // added below
+    } = args;
+    let mut worker_args = vec![
+        "--worker".to_owned(),
+        format!("--host={host}"),
+        format!("--port={grpc_port}"),
+        format!("--metrics-port={metrics_port}"),
+        format!("--naming={}", args.naming_arg().flag_value()),
+    ];
+    if *native_histograms {
+        worker_args.push("--native-histograms".to_owned());
+    }
+    worker_args
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -37,7 +37,8 @@
 #     it was through the death, the folding of the dead worker into the group's archive
 #     and the restart, and no _sum goes down (a drift in a sum's last digits is printed);
 #   - the group directory holds one snapshot per live process and one archive (the dead
-#     are folded, not accumulated);
+#     are folded, not accumulated), one lock file per live process and no lock or
+#     temporary file of a dead one;
 #   - no warning in the logs but the supervisor's restarts (a sibling-group warning would be
 #     a false alarm: all the processes are one service);
 #   - SIGTERM to the supervisor: it exits with status 0 within the workers' grace period
@@ -857,6 +858,16 @@ done
 ok=FAIL
 if [ "${#snaps[@]}" -eq $((workers + 2)) ] && [ "${#stray[@]}" -eq 0 ] && [ -e "$groupdir/archive.snap" ]; then ok=PASS; fi
 record "$ok" "group directory" "${#snaps[@]} snapshots (${snaps[*]}) for ${#live[@]} live processes + archive.snap; of dead processes: ${stray[*]:-none}"
+# Nor any lock or temporary file of a dead process: folding a dead one removes all its
+# files. (A live process' temporary file may be there for an instant, mid-publish.)
+mapfile -t others < <(cd "$groupdir" && ls -1 -- *.lock *.tmp 2>/dev/null)
+orphans=()
+for file in "${others[@]}"; do
+    printf '%s\n' "${live[@]}" | grep -qx "${file%%-*}" || orphans+=("$file")
+done
+locks="$(printf '%s\n' "${others[@]}" | grep -c '\.lock$' || true)"
+record "$([ "${#orphans[@]}" -eq 0 ] && [ "$locks" -eq $((workers + 1)) ] && echo PASS || echo FAIL)" "no orphan file" \
+    "$locks lock files for ${#live[@]} live processes; lock or temporary files of dead processes: ${orphans[*]:-none}"
 restarts="$(grep -c 'worker exited; restarting it' "$work/server.log" || true)"
 record "$([ "$restarts" -eq $((1 + idle_kills)) ] && echo PASS || echo FAIL)" "restarts" \
     "the supervisor logged $restarts restarts for the $((1 + idle_kills)) SIGKILLs ($victim -> $restarted; idle: ${quiet_victims[*]} -> ${quiet_restarted[*]})"

@@ -65,6 +65,9 @@ async fn start(slot: usize, worker_args: &[String], dir: &PathBuf) -> Result<Chi
         .env(tonic_metrics::multiprocess::MULTIPROC_DIR_ENV, dir)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
+        // A worker whose handle is dropped without being stopped (the supervisor failing
+        // to start the others, or its future dropped) must not outlive the supervisor.
+        .kill_on_drop(true)
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
@@ -88,6 +91,12 @@ fn send(child: &Child, which: signal::Signal) {
     }
 }
 
+/// A worker that dies sooner than this after starting is restarted only after
+/// [`RESTART_BACKOFF`]: one that cannot run at all must not be restarted in a busy loop.
+const MIN_UPTIME: Duration = Duration::from_secs(1);
+/// The wait before restarting a worker that died young, and between failed starts.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Runs `count` workers until `shutdown` resolves, restarting any that dies; then stops
 /// them all with `SIGTERM`, and `SIGKILL` any still running after `grace`.
 pub async fn supervise(
@@ -98,46 +107,87 @@ pub async fn supervise(
     grace: Duration,
     ready: impl FnOnce(&[u32]),
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
+    tokio::pin!(shutdown);
     let mut workers = Vec::with_capacity(count);
     for slot in 0..count {
-        workers.push(start(slot, &worker_args, &dir).await?);
+        let started = tokio::select! {
+            biased;
+            () = &mut shutdown => None,
+            started = start(slot, &worker_args, &dir) => Some(started),
+        };
+        // Stopped before all could start, or one cannot: those started stop as at a
+        // shutdown (their last counts published) rather than run on without a supervisor.
+        match started {
+            Some(Ok(child)) => workers.push((child, Instant::now())),
+            None => {
+                stop(&mut workers, grace).await;
+                return Ok(());
+            }
+            Some(Err(error)) => {
+                stop(&mut workers, grace).await;
+                return Err(error);
+            }
+        }
     }
-    ready(&workers.iter().filter_map(Child::id).collect::<Vec<_>>());
-    tokio::pin!(shutdown);
-    loop {
+    ready(&workers.iter().filter_map(|(child, _)| child.id()).collect::<Vec<_>>());
+    'supervising: loop {
         // `Child::wait` is cancel-safe: the race below loses nothing.
         let exited = futures_util::future::select_all(
-            workers.iter_mut().enumerate().map(|(slot, child)| Box::pin(async move { (slot, child.wait().await) })),
+            workers
+                .iter_mut()
+                .enumerate()
+                .map(|(slot, (child, _))| Box::pin(async move { (slot, child.wait().await) })),
         );
+        // Shutdown first: a worker that exits on the same Ctrl-C (the terminal sends it
+        // to the whole process group) is stopping, not dying.
         let (slot, status) = tokio::select! {
+            biased;
             () = &mut shutdown => break,
             ((slot, status), _, _) = exited => (slot, status),
         };
-        tracing::warn!(slot, ?status, "worker exited; restarting it");
-        // Keep trying: a worker that cannot start now (a port in TIME_WAIT) may later.
+        let backoff = if workers[slot].1.elapsed() < MIN_UPTIME { RESTART_BACKOFF } else { Duration::ZERO };
+        tracing::warn!(slot, ?status, ?backoff, "worker exited; restarting it");
+        let mut wait = tokio::time::sleep(backoff);
+        // Keep trying (a worker that cannot start now, a port in TIME_WAIT, may later), but
+        // never past a shutdown.
         loop {
-            match start(slot, &worker_args, &dir).await {
+            let started = tokio::select! {
+                biased;
+                () = &mut shutdown => break 'supervising,
+                started = async {
+                    wait.await;
+                    start(slot, &worker_args, &dir).await
+                } => started,
+            };
+            match started {
                 Ok(child) => {
-                    workers[slot] = child;
+                    workers[slot] = (child, Instant::now());
                     break;
                 }
                 Err(error) => {
-                    tracing::error!(slot, %error, "cannot restart worker; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::error!(slot, %error, "cannot restart worker; retrying in {RESTART_BACKOFF:?}");
+                    wait = tokio::time::sleep(RESTART_BACKOFF);
                 }
             }
         }
     }
-    for child in &workers {
+    stop(&mut workers, grace).await;
+    Ok(())
+}
+
+/// Stops `workers` with `SIGTERM`, and `SIGKILL`s any still running after `grace`. A
+/// worker that already exited (one waiting for its restart) is not signalled: its pid may
+/// belong to another process by now.
+async fn stop(workers: &mut [(Child, Instant)], grace: Duration) {
+    for (child, _) in workers.iter() {
         send(child, signal::Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    for child in &mut workers {
+    for (child, _) in workers.iter_mut() {
         let left = deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(left, child.wait()).await.is_err() {
             send(child, signal::Signal::SIGKILL);
             let _ = child.wait().await;
         }
     }
-    Ok(())
 }

@@ -16,10 +16,10 @@
 //! temporary-file cleaner; each publish also refreshes and, if need be, recreates it).
 
 use std::{
-    collections::hash_map::RandomState,
+    collections::{BTreeSet, hash_map::RandomState},
     fs::{self, File, OpenOptions, TryLockError},
     hash::{BuildHasher, Hasher},
-    io,
+    io::{self, Read as _},
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
     time::{Duration, Instant, SystemTime},
@@ -30,11 +30,19 @@ use super::snapshot::{ReadError, SnapshotFile};
 const GATE: &str = ".gate";
 const ARCHIVE: &str = "archive.snap";
 
+/// The largest snapshot (or archive) written or read back. A snapshot takes some tens of
+/// bytes per series, so this is far beyond any process' share; it bounds what a stray or
+/// damaged file in the directory can make every scrape allocate.
+pub(crate) const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// This process, joined to its group: holds its liveness lock until dropped.
 #[derive(Debug)]
 pub(crate) struct Member {
     dir: PathBuf,
     name: String,
+    /// The group's name as given (the directory's name is made safe from it): only its
+    /// members' snapshots are folded into its archive.
+    group: String,
     pub pid: u32,
     pub instance: u64,
     /// Held locked for the life of the member; closing it is dying.
@@ -115,7 +123,9 @@ fn random_instance() -> u64 {
     hasher.finish()
 }
 
-/// Creates and locks a member's lock file.
+/// Creates and locks a member's lock file. Call under the exclusive gate: between the
+/// creation and the lock, anyone probing it would find it unlocked and take the member for
+/// dead.
 fn own_lock(dir: &Path, name: &str) -> io::Result<File> {
     let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("{name}.lock")))?;
     lock.try_lock().map_err(|error| match error {
@@ -125,13 +135,65 @@ fn own_lock(dir: &Path, name: &str) -> io::Result<File> {
     Ok(lock)
 }
 
-/// A group name safe as a directory name.
+/// Whether `path` is still the file `held` has open. A cleaner may have removed it, or
+/// removed it and something created another at its name: either way the lock on `held`
+/// no longer says anything to the others.
+#[cfg(unix)]
+fn is_held_file(path: &Path, held: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let on_disk = match fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    let held = held.metadata()?;
+    Ok((on_disk.dev(), on_disk.ino()) == (held.dev(), held.ino()))
+}
+
+/// Elsewhere there is no stable file identity to compare: a file at the path is taken to
+/// be the one held.
+#[cfg(not(unix))]
+fn is_held_file(path: &Path, _held: &File) -> io::Result<bool> {
+    path.try_exists()
+}
+
+/// The contents of `path`, or `None` if it is larger than [`MAX_FILE_BYTES`].
+fn read_capped(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let file = File::open(path)?;
+    if file.metadata()?.len() > MAX_FILE_BYTES {
+        return Ok(None);
+    }
+    // The size checked above can change before the read (another writer): bound the read
+    // itself too.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= MAX_FILE_BYTES).then_some(bytes))
+}
+
+/// The error for a file to write larger than [`MAX_FILE_BYTES`]: readers would refuse it.
+fn too_large(what: &str, len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{what} would take {len} bytes, over the {MAX_FILE_BYTES}-byte limit of a group file"),
+    )
+}
+
+/// A small stable hash (FNV-1a): the same name gives the same directory across builds and
+/// Rust versions, which `std`'s hashers do not promise.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A group name safe as a directory name. Names that had to change get a hash of the
+/// original, so that two groups (`a/b` and `a b`, say) never share a directory, and with
+/// it an archive.
 pub(crate) fn sanitize_group(group: &str) -> String {
     let name: String = group
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
         .collect();
-    if name.is_empty() || name.starts_with('.') { format!("_{name}") } else { name }
+    let name = if name.is_empty() || name.starts_with('.') { format!("_{name}") } else { name };
+    if name == group { name } else { format!("{name}-{:016x}", stable_hash(group.as_bytes())) }
 }
 
 impl Member {
@@ -141,23 +203,24 @@ impl Member {
         let dir = root.join(sanitize_group(group));
         fs::create_dir_all(&dir)?;
         let _gate = gate(&dir, true)?;
-        Self::join_locked(&dir, fresh_for)
+        Self::join_locked(&dir, group, fresh_for)
     }
 
-    fn join_locked(dir: &Path, fresh_for: Duration) -> io::Result<(Self, Option<usize>)> {
+    fn join_locked(dir: &Path, group: &str, fresh_for: Duration) -> io::Result<(Self, Option<usize>)> {
         let mut stale = Vec::new();
-        let mut anyone_alive = false;
+        let mut stems = BTreeSet::new();
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
             let Some(file_name) = path.file_name().and_then(|name| name.to_str()) else { continue };
             let stem = file_name.strip_suffix(".lock").or_else(|| file_name.strip_suffix(".snap"));
             if let Some(stem) = stem.filter(|stem| *stem != "archive") {
-                anyone_alive |= member_alive(dir, stem, fresh_for);
+                stems.insert(stem.to_owned());
             }
             if file_name.ends_with(".lock") || file_name.ends_with(".snap") || file_name.ends_with(".tmp") {
                 stale.push(path);
             }
         }
+        let anyone_alive = stems.iter().any(|stem| member_alive(dir, stem, fresh_for));
         let wiped = if anyone_alive {
             None
         } else {
@@ -174,20 +237,34 @@ impl Member {
         let instance = random_instance();
         let name = format!("{pid}-{instance:016x}");
         let lock = Mutex::new(own_lock(dir, &name)?);
-        Ok((Self { dir: dir.to_owned(), name, pid, instance, lock, fresh_for }, wiped))
+        Ok((Self { dir: dir.to_owned(), name, group: group.to_owned(), pid, instance, lock, fresh_for }, wiped))
     }
 
     /// Refreshes this member's lock file (a temporary-file cleaner removes old files), and
-    /// recreates and relocks it if it is gone.
+    /// recreates and relocks it if it is gone or is no longer the file this member holds.
     fn refresh_lock(&self) -> io::Result<()> {
         let path = self.dir.join(format!("{}.lock", self.name));
         let mut lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        if path.exists() {
-            lock.set_modified(SystemTime::now())
-        } else {
-            *lock = own_lock(&self.dir, &self.name)?;
-            Ok(())
+        if is_held_file(&path, &lock)? {
+            return lock.set_modified(SystemTime::now());
         }
+        let _gate = gate(&self.dir, true)?;
+        *lock = own_lock(&self.dir, &self.name)?;
+        // A file found at the name (not created) keeps its old time: make it fresh.
+        lock.set_modified(SystemTime::now())
+    }
+
+    /// Leaves the group as if this process had never joined it: removes its files, then
+    /// releases its lock. Best effort: what cannot be removed is folded or swept later.
+    pub fn leave(self) {
+        // Under the gate, so that no reader sees the snapshot and then, its lock gone, takes
+        // this member for dead and folds it. Without the gate, removing is still better than
+        // leaving the files.
+        let _gate = gate(&self.dir, true);
+        for extension in ["snap", "tmp", "lock"] {
+            let _ = fs::remove_file(self.dir.join(format!("{}.{extension}", self.name)));
+        }
+        // Dropping `self` closes the lock file, releasing the lock.
     }
 
     /// The group directory.
@@ -203,9 +280,15 @@ impl Member {
     /// Replaces this member's snapshot, atomically: a reader sees the old file or the new
     /// one, never a part.
     pub fn publish(&self, snapshot: &SnapshotFile) -> io::Result<()> {
+        let bytes = snapshot.encode_file();
+        // The others would read it as corrupt and leave all of this member's counts out:
+        // keep the last snapshot they can read instead.
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large("this process' snapshot", bytes.len()));
+        }
         self.refresh_lock()?;
         let tmp = self.dir.join(format!("{}.tmp", self.name));
-        fs::write(&tmp, snapshot.encode_file())?;
+        fs::write(&tmp, bytes)?;
         fs::rename(&tmp, self.dir.join(format!("{}.snap", self.name))).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
@@ -221,8 +304,19 @@ impl Member {
     fn read_locked(&self) -> io::Result<Reading> {
         let mut reading = Reading::default();
         let archive_path = self.dir.join(ARCHIVE);
-        match fs::read(&archive_path) {
-            Ok(bytes) => match SnapshotFile::decode_file(&bytes) {
+        match read_capped(&archive_path) {
+            Ok(None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} is larger than {MAX_FILE_BYTES} bytes, too large for an archive of this crate: it holds \
+                         the counts of the group's dead processes; move it away to serve the group without them \
+                         (its totals then restart lower)",
+                        archive_path.display()
+                    ),
+                ));
+            }
+            Ok(Some(bytes)) => match SnapshotFile::decode_file(&bytes) {
                 Ok(archive) => {
                     // Read at every scrape, rewritten only when a member dies: keep it
                     // recent for temporary-file cleaners.
@@ -258,8 +352,9 @@ impl Member {
             if stem == "archive" || absorbed.iter().any(|name| name == stem) {
                 continue;
             }
-            let snapshot = match fs::read(&path) {
-                Ok(bytes) => SnapshotFile::decode_file(&bytes),
+            let snapshot = match read_capped(&path) {
+                Ok(Some(bytes)) => SnapshotFile::decode_file(&bytes),
+                Ok(None) => Err(ReadError::Corrupt),
                 // Gone between listing and reading: it was absorbed (under the exclusive
                 // gate, so not during this read) or wiped; nothing to count.
                 Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
@@ -273,8 +368,10 @@ impl Member {
         Ok(reading)
     }
 
-    /// Folds dead members' snapshots into the archive with `fold(archive, dead)` and removes
-    /// their files, under the exclusive gate. Skips (returns 0) if a reader holds the gate.
+    /// Folds dead members' snapshots of this group into the archive with `fold(archive,
+    /// dead)` and removes their files, under the exclusive gate; also removes the files of
+    /// members that died before their first publish. Skips (returns 0) if a reader holds the
+    /// gate.
     pub fn compact(
         &self,
         fold: impl FnOnce(Option<SnapshotFile>, Vec<(String, SnapshotFile)>) -> SnapshotFile,
@@ -286,12 +383,17 @@ impl Member {
             Err(TryLockError::Error(error)) => return Err(error),
         }
         let result = (|| {
+            // Only tidying: a failure here must not stop the folding.
+            let _ = self.sweep_orphans();
             let reading = self.read_locked()?;
             let dead: Vec<(String, SnapshotFile)> = reading
                 .members
                 .into_iter()
                 .filter(|entry| !entry.alive)
                 .filter_map(|entry| entry.snapshot.ok().map(|snapshot| (entry.name, snapshot)))
+                // Another group's counts (a file copied in, say) are not this group's to
+                // keep: its files stay as they are, out of the sum like at every read.
+                .filter(|(_, snapshot)| snapshot.group == self.group)
                 .collect();
             if dead.is_empty() {
                 return Ok(0);
@@ -303,19 +405,57 @@ impl Member {
                 archive.absorbed.retain(|name| self.dir.join(format!("{name}.snap")).exists());
                 archive
             });
-            let archive = fold(archive, dead);
+            let bytes = fold(archive, dead).encode_file();
+            // An archive no read accepts would fail every scrape from now on; unfolded, the
+            // dead members' snapshots are still summed one by one.
+            if bytes.len() as u64 > MAX_FILE_BYTES {
+                return Err(too_large("the archive", bytes.len()));
+            }
             let tmp = self.dir.join("archive.tmp");
-            fs::write(&tmp, archive.encode_file())?;
+            fs::write(&tmp, bytes)?;
             fs::rename(&tmp, self.dir.join(ARCHIVE))?;
             // The archive now lists them as absorbed: removing their files is only tidying.
             for name in &names {
-                let _ = fs::remove_file(self.dir.join(format!("{name}.snap")));
-                let _ = fs::remove_file(self.dir.join(format!("{name}.lock")));
+                for extension in ["snap", "tmp", "lock"] {
+                    let _ = fs::remove_file(self.dir.join(format!("{name}.{extension}")));
+                }
             }
             Ok(names.len())
         })();
         let _ = gate.unlock();
         result
+    }
+
+    /// Removes the lock and temporary files of members that died before their first
+    /// publish: with no snapshot, no compaction ever folds them. Call under the exclusive
+    /// gate, under which every lock file is created and locked at once, so that an
+    /// unlocked one is a dead member's.
+    fn sweep_orphans(&self) -> io::Result<()> {
+        let mut unpublished = BTreeSet::new();
+        let mut published = BTreeSet::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let Some(file_name) = path.file_name().and_then(|name| name.to_str()) else { continue };
+            if let Some(stem) = file_name.strip_suffix(".snap") {
+                published.insert(stem.to_owned());
+            } else if let Some(stem) = file_name.strip_suffix(".lock").or_else(|| file_name.strip_suffix(".tmp")) {
+                unpublished.insert(stem.to_owned());
+            }
+        }
+        for stem in unpublished.difference(&published) {
+            if stem == "archive" || *stem == self.name {
+                continue;
+            }
+            let tmp = self.dir.join(format!("{stem}.tmp"));
+            // A recent temporary file may be a live member's first publish whose lock file
+            // a cleaner just removed.
+            if member_alive(&self.dir, stem, self.fresh_for) || modified_within(&tmp, self.fresh_for) {
+                continue;
+            }
+            let _ = fs::remove_file(tmp);
+            let _ = fs::remove_file(self.dir.join(format!("{stem}.lock")));
+        }
+        Ok(())
     }
 }
 
@@ -416,10 +556,125 @@ mod tests {
     }
 
     #[test]
-    fn group_names_are_made_safe() {
+    fn group_names_are_made_safe_and_never_share_a_directory() {
         assert_eq!(sanitize_group("my-svc.v2"), "my-svc.v2");
-        assert_eq!(sanitize_group("../etc"), "_.._etc");
-        assert_eq!(sanitize_group(""), "_");
-        assert_eq!(sanitize_group("a/b c"), "a_b_c");
+        for (group, safe) in [("../etc", "_.._etc-"), ("", "_-"), ("a/b c", "a_b_c-"), (".hidden", "_.hidden-")] {
+            let name = sanitize_group(group);
+            assert!(name.starts_with(safe) && name.len() == safe.len() + 16, "{group:?} -> {name:?}");
+            assert_eq!(sanitize_group(group), name, "the same name every time");
+        }
+        let names: BTreeSet<String> = ["a/b", "a b", "a_b", "a:b"].into_iter().map(sanitize_group).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+    }
+
+    /// A member `stem` that died after publishing `snapshot`: an unlocked lock file and
+    /// its snapshot.
+    fn dead_member(dir: &Path, stem: &str, snapshot: &SnapshotFile) {
+        fs::write(dir.join(format!("{stem}.lock")), b"").unwrap();
+        fs::write(dir.join(format!("{stem}.snap")), snapshot.encode_file()).unwrap();
+    }
+
+    #[test]
+    fn compaction_folds_only_this_groups_dead() {
+        let root = tempdir("foreign");
+        let (a, _) = Member::join(&root, "g", Duration::from_secs(3)).unwrap();
+        a.publish(&snapshot(&a)).unwrap();
+        let ours = SnapshotFile { group: "g".into(), pid: 1, ..Default::default() };
+        let theirs = SnapshotFile { group: "other".into(), pid: 2, ..Default::default() };
+        dead_member(a.dir(), "1-0000000000000001", &ours);
+        dead_member(a.dir(), "2-0000000000000002", &theirs);
+        let folded = a
+            .compact(|_, dead| {
+                assert_eq!(dead.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["1-0000000000000001"]);
+                SnapshotFile { absorbed: dead.into_iter().map(|(name, _)| name).collect(), ..Default::default() }
+            })
+            .unwrap();
+        assert_eq!(folded, 1);
+        assert!(!a.dir().join("1-0000000000000001.snap").exists());
+        for extension in ["lock", "snap"] {
+            assert!(a.dir().join(format!("2-0000000000000002.{extension}")).exists(), "another group's files stay");
+        }
+        assert_eq!(a.compact(|_, _| unreachable!("nothing of this group is dead")).unwrap(), 0);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_replaced_at_its_name_is_taken_back_at_the_next_publish() {
+        let root = tempdir("replaced");
+        let (a, _) = Member::join(&root, "g", Duration::from_secs(3)).unwrap();
+        let (b, _) = Member::join(&root, "g", Duration::from_secs(3)).unwrap();
+        b.publish(&snapshot(&b)).unwrap();
+        let path = b.dir().join(format!("{}.lock", b.name()));
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, b"").unwrap();
+        b.publish(&snapshot(&b)).unwrap();
+        let found = File::open(&path).unwrap();
+        assert!(matches!(found.try_lock(), Err(TryLockError::WouldBlock)), "the file at the name is locked again");
+        assert_eq!(a.compact(|_, _| unreachable!("nothing is dead")).unwrap(), 0);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn oversized_files_are_refused_not_read() {
+        let root = tempdir("oversized");
+        let (a, _) = Member::join(&root, "g", Duration::from_secs(3)).unwrap();
+        a.publish(&snapshot(&a)).unwrap();
+        // Sparse: as large as asked without writing it.
+        let big = |path: PathBuf| File::create(path).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+        big(a.dir().join("1-0000000000000001.snap"));
+        let reading = a.read_all().unwrap();
+        let entry = reading.members.iter().find(|e| e.name == "1-0000000000000001").unwrap();
+        assert_eq!(entry.snapshot.as_ref().err(), Some(&ReadError::Corrupt));
+        big(a.dir().join(ARCHIVE));
+        let error = a.read_all().unwrap_err();
+        assert!(error.to_string().contains("larger than"), "{error}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_files_of_a_member_dead_before_its_first_publish_are_swept() {
+        let root = tempdir("orphans");
+        let (a, _) = Member::join(&root, "g", Duration::from_secs(3)).unwrap();
+        let (b, _) = Member::join(&root, "g", Duration::from_secs(3)).unwrap();
+        a.publish(&snapshot(&a)).unwrap();
+        // Dead before publishing: an unlocked lock file, a temporary file left by a publish
+        // cut short (old), and nothing else.
+        fs::write(a.dir().join("1-0000000000000001.lock"), b"").unwrap();
+        let tmp = File::create(a.dir().join("1-0000000000000001.tmp")).unwrap();
+        tmp.set_modified(SystemTime::now() - Duration::from_secs(60)).unwrap();
+        // Dead after publishing: folded, and its temporary file goes with it.
+        dead_member(a.dir(), "2-0000000000000002", &SnapshotFile { group: "g".into(), ..Default::default() });
+        fs::write(a.dir().join("2-0000000000000002.tmp"), b"").unwrap();
+        assert_eq!(a.compact(|_, _| SnapshotFile::default()).unwrap(), 1);
+        let mut left: Vec<String> =
+            fs::read_dir(a.dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut expected = vec![
+            GATE.to_owned(),
+            ARCHIVE.to_owned(),
+            format!("{}.lock", a.name()),
+            format!("{}.snap", a.name()),
+            format!("{}.lock", b.name()),
+        ];
+        expected.sort();
+        assert_eq!(left, expected, "b is alive and has not published yet: its lock file stays");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn leaving_removes_every_file_of_the_member() {
+        let root = tempdir("leave");
+        let (a, _) = Member::join(&root, "g", Duration::from_secs(3)).unwrap();
+        let (b, _) = Member::join(&root, "g", Duration::from_secs(3)).unwrap();
+        b.publish(&snapshot(&b)).unwrap();
+        fs::write(b.dir().join(format!("{}.tmp", b.name())), b"").unwrap();
+        let b_name = b.name.clone();
+        b.leave();
+        for extension in ["lock", "snap", "tmp"] {
+            assert!(!a.dir().join(format!("{b_name}.{extension}")).exists(), "{extension}");
+        }
+        assert!(a.read_all().unwrap().members.iter().all(|e| e.name != b_name));
+        assert_eq!(a.compact(|_, _| unreachable!("no one died")).unwrap(), 0);
+        fs::remove_dir_all(root).unwrap();
     }
 }

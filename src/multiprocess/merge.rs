@@ -254,16 +254,19 @@ impl HistogramAcc {
         if !bounds_match || !native_match {
             return false;
         }
-        self.count += h.sample_count.unwrap_or(0);
+        // The counts come from files: a damaged or hostile one must not overflow (a panic
+        // in a debug build), and a count pinned at the maximum is visibly wrong.
+        self.count = self.count.saturating_add(h.sample_count.unwrap_or(0));
         self.sum += h.sample_sum.unwrap_or(0.0);
         for (i, bucket) in h.bucket.iter().enumerate() {
-            self.cumulative[i] += bucket.cumulative_count.unwrap_or(0);
+            self.cumulative[i] = self.cumulative[i].saturating_add(bucket.cumulative_count.unwrap_or(0));
             self.exemplars[i] = latest(self.exemplars[i].take(), bucket.exemplar.clone());
         }
         if let Some(native) = &mut self.native {
-            native.zero += h.zero_count.unwrap_or(0);
+            native.zero = native.zero.saturating_add(h.zero_count.unwrap_or(0));
             for (index, count) in sparse::decode(&h.positive_span, &h.positive_delta) {
-                *native.buckets.entry(index).or_default() += count;
+                let total = native.buckets.entry(index).or_default();
+                *total = total.saturating_add(count);
             }
         }
         self.native_exemplars.extend(h.exemplars.iter().cloned());
@@ -407,6 +410,18 @@ mod tests {
         assert_eq!(value(GaugeAggregation::Max), [(0, 5.0)]);
         assert_eq!(value(GaugeAggregation::Min), [(0, 3.0)]);
         assert_eq!(value(GaugeAggregation::PerProcess), [(1, 3.0), (1, 5.0)]);
+    }
+
+    #[test]
+    fn counts_from_files_saturate_instead_of_overflowing() {
+        // A native bucket holds at most `i64::MAX` per file: three of them overflow a u64.
+        let huge = [family("h", MetricType::Histogram, vec![histogram([u64::MAX; 3], &[(1, u64::MAX >> 1)])])];
+        let dead = || Contribution { pid: 1, alive: false, families: &huge };
+        let (merged, _) = merge(&[dead(), dead(), dead()], |_| GaugeAggregation::Sum);
+        let h = merged[0].metric[0].histogram.as_ref().unwrap();
+        assert_eq!((h.sample_count, h.zero_count), (Some(u64::MAX), Some(3)));
+        assert!(h.bucket.iter().all(|b| b.cumulative_count == Some(u64::MAX)));
+        assert_eq!(sparse::decode(&h.positive_span, &h.positive_delta), [(1, u64::MAX >> 1)]);
     }
 
     #[test]

@@ -36,8 +36,9 @@
 //! - Each process records as it always does (same hot path, same cost per RPC) and writes
 //!   a snapshot of everything it holds to `<dir>/<group>/` every publish interval (1 s by
 //!   default), atomically (write, then rename). `<group>` is the program's name unless
-//!   [`MultiProcess::with_group`] says otherwise, so two services sharing a directory by
-//!   mistake never mix.
+//!   [`MultiProcess::with_group`] says otherwise (a name that is no safe directory name
+//!   gets a hash of itself appended), so two services sharing a directory by mistake
+//!   never mix.
 //! - Every process tries to bind the metrics port. The one that gets it serves: on each
 //!   scrape it writes its own snapshot first, then reads all the group's snapshots and sums
 //!   them. The others stand by and retry the port every publish interval: if the serving
@@ -78,7 +79,7 @@ pub use self::merge::GaugeAggregation;
 use self::{
     dir::Member,
     merge::{Contribution, GaugeModes},
-    snapshot::{ReadError, SnapshotFile, unix_ms},
+    snapshot::{ReadError, SnapshotFile},
 };
 use crate::{exporter::MetricsHandle, exposition::model::MetricFamily};
 
@@ -208,8 +209,18 @@ impl Group {
             publishing: Mutex::default(),
             served: Mutex::default(),
         };
-        group.publish(false)?;
+        // Joined, this process is a member whatever the disk says: failing here would leave
+        // it alone for good (and its lock file behind) over what may be a passing full disk,
+        // where a warning and the next publish set it right.
+        group.publish_or_warn(false);
         Ok(group)
+    }
+
+    /// Leaves the group as if this process had never joined it (its snapshot and lock file
+    /// removed, its lock released): for a process that joined and then could not start its
+    /// exporter.
+    pub(crate) fn leave(self) {
+        self.member.leave();
     }
 
     /// How often to publish (and retry the port while standing by).
@@ -228,7 +239,6 @@ impl Group {
             group: self.group.clone(),
             pid: self.member.pid,
             instance: self.member.instance,
-            published_unix_ms: unix_ms(),
             exited,
             listen: self.listen.clone(),
             families,
@@ -276,13 +286,7 @@ impl Group {
             let (families, _) = merge::merge(&contributions, |_| GaugeAggregation::Sum);
             let mut absorbed = archive.absorbed.clone();
             absorbed.extend(dead.iter().map(|(name, _)| name.clone()));
-            SnapshotFile {
-                group: self.group.clone(),
-                families,
-                absorbed,
-                published_unix_ms: unix_ms(),
-                ..Default::default()
-            }
+            SnapshotFile { group: self.group.clone(), families, absorbed, ..Default::default() }
         });
         match folded {
             Ok(0) => {}
@@ -372,7 +376,12 @@ impl Group {
                     )
                 }),
                 Err(ReadError::Corrupt) => self.warn_once(format!("corrupt:{}", entry.name), || {
-                    format!("{}.snap in {} is corrupt: left out of the sum", entry.name, self.member.dir().display())
+                    format!(
+                        "{}.snap in {} is corrupt (or larger than {} bytes): left out of the sum",
+                        entry.name,
+                        self.member.dir().display(),
+                        dir::MAX_FILE_BYTES
+                    )
                 }),
             }
         }

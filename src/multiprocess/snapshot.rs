@@ -1,8 +1,6 @@
 //! The snapshot file a process of a group publishes: a versioned header, then one protobuf
 //! message with the process' identity and its metric families.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use prost::Message as _;
 
 use crate::exposition::model::MetricFamily;
@@ -23,8 +21,8 @@ pub(crate) struct SnapshotFile {
     /// Telling apart two processes that had the same pid.
     #[prost(uint64, tag = "3")]
     pub instance: u64,
-    #[prost(uint64, tag = "4")]
-    pub published_unix_ms: u64,
+    // Tag 4 (the publish time, never read) is retired: files that carry it still decode
+    // (protobuf skips unknown fields), so the format version stays; never reuse the tag.
     /// Written by a process shutting down cleanly.
     #[prost(bool, tag = "5")]
     pub exited: bool,
@@ -62,10 +60,6 @@ impl SnapshotFile {
         };
         Self::decode(body).map_err(|_| ReadError::Corrupt)
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
