@@ -131,6 +131,8 @@ async fn foreign_and_broken_files_are_left_out_and_nothing_panics() {
     std::fs::write(group.join("1-00000000000000aa.snap"), b"TMMP\x02\0\0\0future format").unwrap();
     std::fs::write(group.join("2-00000000000000bb.snap"), b"TMMP\x01\0\0\0\xff\xff\xff garbage").unwrap();
     std::fs::write(group.join("3-00000000000000cc.snap"), b"").unwrap();
+    // Over the size limit (sparse: nothing written): refused without being read.
+    std::fs::File::create(group.join("4-00000000000000dd.snap")).unwrap().set_len((64 << 20) + 1).unwrap();
     for _ in 0..3 {
         assert_eq!(value(&scrape(addr).await, SERVER_STARTED), Some(3.0));
     }
@@ -157,4 +159,29 @@ async fn an_unusable_directory_is_a_warning_and_the_process_serves_its_own_metri
     assert_eq!(value(&scrape(server.local_addr()).await, SERVER_STARTED), Some(4.0));
     server.shutdown().await;
     std::fs::remove_file(file).unwrap();
+}
+
+#[tokio::test]
+async fn a_member_that_fails_to_start_leaves_nothing_in_the_directory() {
+    let dir = temp_dir("failed-start");
+    // 192.0.2.1 (TEST-NET-1) is no interface's address here: the bind fails after the join.
+    let addr = SocketAddr::from(([192, 0, 2, 1], 0));
+    let config = MultiProcess::new(&dir).with_group("svc").with_publish_interval(INTERVAL);
+    let error = PrometheusExporter::new().with_listen_addr(addr).with_multiprocess(config).build().unwrap_err();
+    assert!(matches!(error, tonic_metrics::Error::Bind { .. }), "{error:?}");
+    let mut left = Vec::new();
+    for group in std::fs::read_dir(&dir).unwrap() {
+        let group = group.unwrap().path();
+        let files = if group.is_dir() {
+            std::fs::read_dir(&group).unwrap().map(|f| f.unwrap().path()).collect()
+        } else {
+            vec![group]
+        };
+        left.extend(files.into_iter().filter(|f| {
+            f.extension().is_some_and(|ext| ext == "snap" || ext == "lock" || ext == "tmp")
+                && f.file_name().is_some_and(|name| name != "archive.snap")
+        }));
+    }
+    assert!(left.is_empty(), "a member that never started left {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -406,7 +406,10 @@ impl PrometheusExporter {
                 }
                 Listening::Standby(addr, group.publish_interval())
             }
-            (Err(source), _) => return Err(bind_error(addr, source)),
+            (Err(source), _) => {
+                leave(group);
+                return Err(bind_error(addr, source));
+            }
         };
         Ok(Prepared { runtime, recorder, listening, group, allowlist })
     }
@@ -436,7 +439,10 @@ impl PrometheusExporter {
         let Prepared { runtime, recorder, listening, group, allowlist } = self.prepare()?;
         let handle: MetricsHandle = recorder.handle();
         // The listener is bound but not serving yet; on failure it is dropped here.
-        metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadyInstalled)?;
+        if metrics::set_global_recorder(recorder).is_err() {
+            leave(group);
+            return Err(Error::RecorderAlreadyInstalled);
+        }
         Ok(MetricsServer::spawn(&runtime, listening, handle, group, allowlist, self.upkeep_interval))
     }
 
@@ -451,6 +457,14 @@ impl PrometheusExporter {
                 None
             }
         }
+    }
+}
+
+/// Takes a process that joined its multi-process group but then failed to start back out
+/// of it, so that nothing of it is left in the directory ("on error nothing is left").
+fn leave(group: Option<Arc<Group>>) {
+    if let Some(group) = group.and_then(Arc::into_inner) {
+        group.leave();
     }
 }
 
